@@ -1,0 +1,25 @@
+"""Build pathattr: the pybind11 scheduler from csrc/ plus two Python trees.
+
+python/pathattr installs as `pathattr`, fastpath/ as `pathattr.fastpath`.
+The extension has no torch dependency, so the build needs only pybind11.
+"""
+from setuptools import setup
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+
+ext = Pybind11Extension(
+    "pathattr._scheduler",
+    sorted(["csrc/bindings.cpp", "csrc/quadrature.cpp", "csrc/adaptive_grid.cpp"]),
+    include_dirs=["csrc"],
+    cxx_std=17,
+    # No FMA contraction: the scheduler must agree bit for bit with its numpy reference.
+    extra_compile_args=["-O2", "-ffp-contract=off"],
+)
+
+setup(
+    packages=["pathattr", "pathattr.reference", "pathattr.methods", "pathattr.data", "pathattr.fastpath"],
+    package_dir={"pathattr": "python/pathattr", "pathattr.fastpath": "fastpath"},
+    package_data={"pathattr.data": ["*.pt", "*.json"]},
+    ext_modules=[ext],
+    cmdclass={"build_ext": build_ext},
+    zip_safe=False,
+)
