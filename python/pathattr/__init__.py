@@ -1,0 +1,14 @@
+"""pathattr: path attribution for PyTorch models, fast.
+
+    import pathattr as pa
+    attr = pa.integrated_decision_gradients(model, x, target=y)
+    attr, delta = pa.integrated_gradients(model, x, target=y, return_convergence_delta=True)
+    ex = pa.Explainer(model, method="idg", n_steps=32); res = ex.attribute(x, return_details=True)
+"""
+from .api import integrated_decision_gradients, integrated_gradients
+from .explainer import Explainer
+from .result import AttributionResult
+from .schedules import quadrature
+
+__version__ = "0.1.0"
+__all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]

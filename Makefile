@@ -1,0 +1,30 @@
+# The two README commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU wheel of torch on this project's machines; override for other set-ups,
+# e.g. `make test TORCH_SPEC=torch` (the GPU image builds with
+# `pip install --no-build-isolation --no-deps -e .`, see benchmarks/gpu_suite.sh).
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pathattr-installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.hpp)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pathattr demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.cpu
+
+clean:
+	rm -rf build *.egg-info demo_out .pytest_cache

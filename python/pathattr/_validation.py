@@ -1,0 +1,120 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises a ValueError or TypeError that names the argument and says what
+was expected, before any model evaluation is spent on a call that cannot succeed.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Tuple
+
+import torch
+
+
+def check_inputs(inputs: Any, name: str = "inputs") -> torch.Tensor:
+    """A floating tensor with a batch dimension, finite everywhere."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
+    if inputs.dim() < 1:
+        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (attributions are gradients), got dtype {inputs.dtype}; "
+            f"convert it with .float() in the model's input space"
+        )
+    check_finite(inputs, name)
+    return inputs
+
+
+def check_finite(t: torch.Tensor, name: str) -> None:
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()[:5].tolist() if t.dim() else []
+        raise ValueError(f"{name} contains NaN or Inf (first affected batch rows: {bad})")
+
+
+def prepare_baselines(baselines: Any, inputs: torch.Tensor, name: str = "baselines") -> torch.Tensor:
+    """Normalise a baseline to shape (1, *shape) (shared) or (B, *shape) (per input).
+
+    None means zeros in the model's input space (after any normalisation the model
+    applies to its inputs itself, i.e. exactly the tensor the model receives).
+    """
+    shape = tuple(inputs.shape[1:])
+    if baselines is None:
+        return torch.zeros((1,) + shape, dtype=inputs.dtype, device=inputs.device)
+    if isinstance(baselines, bool) or (isinstance(baselines, numbers.Number) and not isinstance(baselines, numbers.Real)):
+        raise TypeError(f"{name} must be None, a real number or a tensor, got {type(baselines).__name__}")
+    if isinstance(baselines, numbers.Real):
+        b = torch.full((1,) + shape, float(baselines), dtype=inputs.dtype, device=inputs.device)
+        check_finite(b, name)
+        return b
+    if not isinstance(baselines, torch.Tensor):
+        raise TypeError(f"{name} must be None, a real number or a tensor, got {type(baselines).__name__}")
+    if baselines.device != inputs.device:
+        raise ValueError(f"{name} is on {baselines.device} but inputs are on {inputs.device}")
+    if not (baselines.is_floating_point() or baselines.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise TypeError(f"{name} must be a real tensor, got dtype {baselines.dtype}")
+    b = baselines
+    if b.dim() == len(shape) and tuple(b.shape) == shape and b.dim() != inputs.dim():
+        b = b.unsqueeze(0)  # one baseline without a batch dimension
+    try:
+        full = torch.broadcast_shapes(tuple(b.shape), tuple(inputs.shape))
+    except RuntimeError:
+        full = None
+    if full != tuple(inputs.shape):
+        raise ValueError(
+            f"{name} of shape {tuple(baselines.shape)} does not broadcast to inputs of shape {tuple(inputs.shape)}; "
+            f"expected {shape}, (1, *{shape}), ({inputs.shape[0]}, *{shape}) or a shape broadcastable to them"
+        )
+    per_input = b.dim() == inputs.dim() and b.shape[0] == inputs.shape[0] and inputs.shape[0] != 1
+    target_shape = tuple(inputs.shape) if per_input else (1,) + shape
+    b = b.expand(target_shape)
+    b = b.to(dtype=inputs.dtype).contiguous()
+    check_finite(b, name)
+    return b
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def model_device(model: torch.nn.Module) -> Optional[torch.device]:
+    """The device of the model's first parameter or buffer, or None if it has none."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+def check_model(model: Any, inputs: torch.Tensor) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be a callable (a torch.nn.Module or a function), got {type(model).__name__}")
+    dev = model_device(model)
+    if dev is not None and dev.type != inputs.device.type or (
+        dev is not None and dev.type == "cuda" and dev.index is not None and inputs.device.index is not None and dev.index != inputs.device.index
+    ):
+        raise ValueError(f"model is on {dev} but inputs are on {inputs.device}; move one of them with .to(...)")
+
+
+def normalize_forward_args(additional_forward_args: Any) -> Tuple[Any, ...]:
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    if isinstance(additional_forward_args, list):
+        return tuple(additional_forward_args)
+    return (additional_forward_args,)

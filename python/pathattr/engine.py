@@ -1,0 +1,280 @@
+"""The one straight-path loop of DESIGN.md, shared by every straight-path method.
+
+    schedule   per example: S alphas and S weights             (schedules / csrc)
+    points     p = x' + alpha (x - x') for each (example, alpha) (fastpath.interpolate)
+    gradients  g = dF(p)/dp, in chunks of path points           (the user's model)
+    fold       acc += sum_k w_k * scale_k * g_k                  (fastpath.accumulate)
+
+The path batch has B*S rows, example-major (row r is example r // S, sample r % S),
+and is never materialised whole: each chunk of `internal_batch_size` rows is
+interpolated into a reused buffer, run forward and backward, and folded into an
+fp32/fp64 accumulator, so memory is bounded by one chunk. Forward-only passes
+(endpoints, probe curves) run under no_grad in chunks of `probe_batch_size`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import torch
+
+from . import fastpath
+from ._validation import check_inputs, check_model, check_positive_int, normalize_forward_args, prepare_baselines
+from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
+
+IMPORTANCE = ("none", "exact", "finite_difference")
+# Rows per forward+backward chunk when the caller does not say. Measured on CPU with
+# the bundled CNNs (benchmarks/): flat between ~32 and ~128 rows, slower beyond.
+DEFAULT_CPU_ROWS = 64
+DEFAULT_CUDA_ROWS = 256
+
+
+@dataclass
+class PathBatch:
+    """One validated call: inputs, baselines, targets and extra forward args."""
+
+    x: torch.Tensor  # (B, *shape)
+    baseline: torch.Tensor  # (1, *shape) shared or (B, *shape) per input
+    target: Optional[torch.Tensor]  # (B,) int64, or None until resolved by argmax
+    args: Tuple[Any, ...]
+    acc_dtype: torch.dtype
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shared_baseline(self) -> bool:
+        return self.baseline.shape[0] == 1 and self.size != 1
+
+    def batched_args(self) -> bool:
+        return any(isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == self.size for a in self.args)
+
+    def args_for(self, examples: torch.Tensor) -> Tuple[Any, ...]:
+        """Extra forward args for rows belonging to `examples`: tensors with a batch
+        dimension of B are gathered row by row; everything else is passed as is."""
+        if not self.args:
+            return ()
+        return tuple(
+            a.index_select(0, examples.to(a.device)) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == self.size else a
+            for a in self.args
+        )
+
+    def diff(self) -> torch.Tensor:
+        """x - x' in the accumulator dtype, shape (B, *shape)."""
+        return (self.x.to(self.acc_dtype) - self.baseline.to(self.acc_dtype)).expand_as(self.x).contiguous()
+
+
+@dataclass
+class PathIntegral:
+    """What the gradient pass returns: the folded sum and the per-sample diagnostics."""
+
+    acc: torch.Tensor  # (B, *shape): sum_k w_k * scale_k * g_k in the accumulator dtype
+    values: torch.Tensor  # (B, S): F at every path point (from the same forward passes)
+    importance: Optional[torch.Tensor]  # (B, S): importance factors, when a scale was used
+
+
+class PathEngine:
+    """Evaluates a model along straight paths, in bounded chunks.
+
+    Args:
+        model: callable mapping a batch (rows, *shape) (plus extra args) to outputs
+            (rows, C), or anything `output` (a callable) can reduce to (rows,).
+        output: "logit" (default), "softmax", "log_softmax" or f(model_output, target) -> (rows,).
+        internal_batch_size: path points per forward+backward chunk; None picks a
+            measured default for the device (64 on CPU, 256 on CUDA).
+        probe_batch_size: path points per forward-only chunk; None = internal_batch_size.
+        autocast: None or a dtype (torch.bfloat16 / torch.float16) to run the model
+            under torch.autocast; gradients are accumulated in fp32 regardless.
+        backend: "auto" (Triton on CUDA, torch on CPU), "triton" or "torch" for the fast-path ops.
+        accumulate_dtype: accumulator dtype; None = float64 for float64 inputs, else float32.
+    """
+
+    def __init__(self, model, *, output="logit", internal_batch_size=None, probe_batch_size=None,
+                 autocast=None, backend="auto", accumulate_dtype=None):
+        if not callable(model):
+            raise TypeError(f"model must be a callable (a torch.nn.Module or a function), got {type(model).__name__}")
+        self.model = model
+        self.output = check_output(output)
+        self.internal_batch_size = check_positive_int(internal_batch_size, "internal_batch_size", allow_none=True)
+        self.probe_batch_size = check_positive_int(probe_batch_size, "probe_batch_size", allow_none=True)
+        if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16; got {autocast!r}")
+        self.autocast = autocast
+        if backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"backend must be 'auto', 'triton' or 'torch'; got {backend!r}")
+        self.backend = backend
+        if accumulate_dtype is not None and accumulate_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"accumulate_dtype must be None, torch.float32 or torch.float64; got {accumulate_dtype!r}")
+        self.accumulate_dtype = accumulate_dtype
+        self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
+        x = check_inputs(inputs)
+        check_model(self.model, x)
+        base = prepare_baselines(baselines, x)
+        tgt = parse_target(target, x.shape[0], x.device)
+        args = normalize_forward_args(additional_forward_args)
+        acc = self.accumulate_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
+        return PathBatch(x, base, tgt, args, acc)
+
+    def rows_per_chunk(self, device: torch.device, forward_only: bool = False) -> int:
+        rows = self.internal_batch_size or (DEFAULT_CUDA_ROWS if device.type == "cuda" else DEFAULT_CPU_ROWS)
+        if forward_only and self.probe_batch_size:
+            rows = self.probe_batch_size
+        return rows
+
+    # ----------------------------------------------------------------- forward
+    def _context(self, device: torch.device):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast)
+
+    def _forward(self, batch: PathBatch, points: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+        with self._context(points.device):
+            out = self.model(points, *batch.args_for(examples))
+        return check_model_output(out, points.shape[0], self.output)
+
+    def _points(self, batch: PathBatch, alphas: torch.Tensor, start: int, rows: int, capacity: int) -> torch.Tensor:
+        """Interpolate rows [start, start + rows) of the path batch into the reused buffer."""
+        shape = (capacity,) + tuple(batch.x.shape[1:])
+        buf = self._buffer
+        if buf is None or buf.shape[0] < capacity or buf.shape[1:] != shape[1:] or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
+            buf = self._buffer = torch.empty(shape, dtype=batch.x.dtype, device=batch.x.device)
+        return fastpath.interpolate(batch.x, batch.baseline, alphas, row_start=start, n_rows=rows,
+                                    out=buf, backend=self.backend)
+
+    def _alphas_on_device(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
+        return alphas.to(device=batch.x.device, dtype=dtype).contiguous()
+
+    def endpoints(self, batch: PathBatch) -> Tuple[torch.Tensor, torch.Tensor]:
+        """F(x) and F(x') for every input, in one forward-only pass over x and x'.
+
+        Resolves target=None to the argmax of model(x) (stored on the batch). A
+        shared baseline is evaluated once unless extra forward args are per input.
+        """
+        B = batch.size
+        per_input = not batch.shared_baseline or batch.batched_args()
+        base_rows = batch.baseline.expand_as(batch.x) if per_input else batch.baseline[:1]
+        points = torch.cat([batch.x, base_rows.to(batch.x.dtype)], 0)
+        examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
+        step = self.rows_per_chunk(batch.x.device, forward_only=True)
+        outs = []
+        with torch.no_grad():
+            for s in range(0, points.shape[0], step):
+                outs.append(self._forward(batch, points[s:s + step], examples[s:s + step].to(points.device)))
+        out = torch.cat(outs, 0)
+        if batch.target is None and out.dim() == 2:
+            batch.target = out[:B].argmax(1)
+        check_target_range(batch.target, out, self.output)
+        f_x = select_output(out[:B], batch.target, self.output)
+        base_out = out[B:] if per_input else out[B:].expand((B,) + tuple(out.shape[1:]))
+        f_b = select_output(base_out, batch.target, self.output)
+        _check_finite_values(f_x, "F(x) at the inputs")
+        _check_finite_values(f_b, "F(x') at the baselines")
+        return f_x.to(batch.acc_dtype), f_b.to(batch.acc_dtype)
+
+    def path_values(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
+        """F(x' + alpha (x - x')) for alphas (B, S), forward only: (B, S) in the accumulator dtype."""
+        B, S = alphas.shape
+        a = self._alphas_on_device(batch, alphas)
+        values = torch.empty(B * S, dtype=batch.acc_dtype, device=batch.x.device)
+        step = self.rows_per_chunk(batch.x.device, forward_only=True)
+        rows_example = torch.arange(B * S, device=batch.x.device) // S
+        with torch.no_grad():
+            for s in range(0, B * S, step):
+                n = min(step, B * S - s)
+                ex = rows_example[s:s + n]
+                out = self._forward(batch, self._points(batch, a, s, n, step), ex)
+                check_target_range(batch.target, out, self.output)
+                values[s:s + n] = select_output(out, None if batch.target is None else batch.target[ex], self.output)
+        _check_finite_values(values.view(B, S), "F along the path")
+        return values.view(B, S)
+
+    # ------------------------------------------------------------ gradient pass
+    def integrate(self, batch: PathBatch, alphas: torch.Tensor, weights: torch.Tensor, importance: str = "none",
+                  baseline_values: Optional[torch.Tensor] = None) -> PathIntegral:
+        """Fold sum_k w_k * scale_k * dF/dp(alpha_k) for every input.
+
+        importance: "none" (scale 1: IG), "exact" (scale = g . (x - x'), IDG) or
+        "finite_difference" (scale = backward difference of F between consecutive
+        samples, starting from F(x') at alpha 0, given as `baseline_values`).
+        """
+        if importance not in IMPORTANCE:
+            raise ValueError(f"importance must be one of {IMPORTANCE}; got {importance!r}")
+        if batch.target is None and not callable(self.output):
+            raise RuntimeError("internal: target must be resolved before the gradient pass")
+        B, S = alphas.shape
+        dev = batch.x.device
+        a = self._alphas_on_device(batch, alphas)
+        w = weights.to(device=dev, dtype=batch.acc_dtype).contiguous()
+        diff = batch.diff()
+        acc = torch.zeros(batch.x.shape, dtype=batch.acc_dtype, device=dev)
+        values = torch.empty(B * S, dtype=batch.acc_dtype, device=dev)
+        scales = torch.empty(B * S, dtype=batch.acc_dtype, device=dev) if importance != "none" else None
+        step = self.rows_per_chunk(dev)
+        rows_example = torch.arange(B * S, device=dev) // S
+        for s in range(0, B * S, step):
+            n = min(step, B * S - s)
+            ex = rows_example[s:s + n]
+            points = self._points(batch, a, s, n, step).detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = self._forward(batch, points, ex)
+                check_target_range(batch.target, out, self.output)
+                f = select_output(out, None if batch.target is None else batch.target[ex], self.output)
+                if f.requires_grad:
+                    (g,) = torch.autograd.grad(f.sum(), points, allow_unused=True)
+                else:  # the output does not depend on the input at all
+                    g = None
+            if g is None:
+                g = torch.zeros_like(points)
+            values[s:s + n] = f.detach().to(batch.acc_dtype)
+            if importance == "exact":
+                scales[s:s + n] = fastpath.accumulate(g, diff, w, acc, row_start=s, importance=True, backend=self.backend)
+            elif importance == "finite_difference":
+                fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g, diff, ex)
+                scales[s:s + n] = fd
+                fastpath.accumulate(g, diff, w, acc, row_start=s, scale=fd, backend=self.backend)
+            else:
+                fastpath.accumulate(g, diff, w, acc, row_start=s, backend=self.backend)
+        if acc.numel() and not bool(torch.isfinite(acc).all()):
+            bad = (~torch.isfinite(acc.view(B, -1))).any(1).nonzero().flatten()[:5].tolist()
+            raise FloatingPointError(
+                f"the path integral is not finite for inputs {bad}: the model produced NaN/Inf gradients or outputs "
+                f"along the path (check for overflow, e.g. under fp16 autocast)"
+            )
+        return PathIntegral(acc, values.view(B, S), None if scales is None else scales.view(B, S))
+
+    @staticmethod
+    def _finite_difference(values, alphas, baseline_values, start, n, S, g, diff, examples):
+        """Backward differences (F_k - F_{k-1}) / (a_k - a_{k-1}) for rows [start, start+n).
+
+        The sample before the first is alpha = 0 with F(x'). Where the two alphas
+        coincide (a first sample at alpha = 0) there is no difference to take, and
+        the exact derivative g . (x - x') is used instead.
+        """
+        if baseline_values is None:
+            raise RuntimeError("internal: finite_difference importance needs F(x') (baseline_values)")
+        rows = torch.arange(start, start + n, device=values.device)
+        first = (rows % S) == 0
+        prev_rows = (rows - 1).clamp_min(0)
+        cur_a = alphas.view(-1)[rows]
+        prev_a = torch.where(first, torch.zeros_like(cur_a), alphas.view(-1)[prev_rows])
+        prev_f = torch.where(first, baseline_values[examples], values[prev_rows])
+        step = cur_a - prev_a
+        fd = (values[rows] - prev_f) / torch.where(step > 0, step, torch.ones_like(step))
+        same = step <= 0
+        if bool(same.any()):
+            k = int(same.sum())
+            fd[same] = (g[same].reshape(k, -1).to(diff.dtype) * diff[examples[same]].reshape(k, -1)).sum(1)
+        return fd
+
+
+def _check_finite_values(values: torch.Tensor, what: str) -> None:
+    """No silent NaNs: a non-finite model output stops the call and says where."""
+    if values.numel() and not bool(torch.isfinite(values).all()):
+        bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(1).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(f"the model's output is NaN or Inf: {what}, for inputs {bad}")

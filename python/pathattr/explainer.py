@@ -1,0 +1,83 @@
+"""The reusable entry point: an Explainer owns a model, a method's settings and the
+engine's buffers, so repeated calls allocate nothing new and two Explainers can
+live side by side in one process (no global state).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from . import methods
+from .engine import PathEngine
+from .result import AttributionResult
+
+
+class Explainer:
+    """Explain a model's outputs with one method and fixed settings.
+
+    Args:
+        model: a torch.nn.Module (or callable) mapping (B, *shape) to (B, C) outputs.
+            Use it in eval mode: BatchNorm in training mode mixes path points.
+        method: "idg" (default) or "ig".
+        output: "logit" (default), "softmax", "log_softmax", or f(model_output, target) -> (B,).
+        internal_batch_size: path points per forward+backward pass (None: measured default).
+        probe_batch_size: path points per forward-only pass (None: internal_batch_size).
+        autocast: None, torch.bfloat16 or torch.float16: run the model under autocast;
+            accumulation stays fp32.
+        backend: "auto" (Triton kernels for CUDA tensors, torch for CPU), "triton" or "torch".
+        accumulate_dtype: None (fp64 for fp64 inputs, else fp32), torch.float32 or torch.float64.
+        **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
+            method (quadrature rule), importance, normalize (see `methods.ig.settings`
+            and `methods.idg.settings`).
+    """
+
+    def __init__(self, model, method: str = "idg", *, output="logit", internal_batch_size: Optional[int] = None,
+                 probe_batch_size: Optional[int] = None, autocast: Optional[torch.dtype] = None,
+                 backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None, **method_settings: Any):
+        self._method = methods.get(method)
+        self.settings = self._method.settings(**method_settings)
+        self.engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size,
+                                 probe_batch_size=probe_batch_size, autocast=autocast, backend=backend,
+                                 accumulate_dtype=accumulate_dtype)
+
+    @property
+    def method(self) -> str:
+        return self._method.NAME
+
+    @property
+    def model(self):
+        return self.engine.model
+
+    def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
+                  additional_forward_args: Any = None, return_convergence_delta: bool = False,
+                  return_details: bool = False):
+        """Attribute F (the `output` of class `target`) of every input to its features.
+
+        Args:
+            inputs: (B, *shape) floating tensor, on the model's device, finite.
+            baselines: None (zeros in the model's input space), a number, a tensor of
+                shape `shape`, (1, *shape) or (B, *shape), or anything broadcastable to inputs.
+            target: None (argmax of model(inputs), reported in details), an int, or B ints.
+            additional_forward_args: extra positional args for the model; tensors whose
+                first dimension is B are matched to their input's path points.
+            return_convergence_delta: also return delta (B,) (see AttributionResult.delta).
+            return_details: return an AttributionResult with the alphas, weights, probe
+                curve, importance factors, targets and delta.
+
+        Returns:
+            attributions (B, *shape) in the inputs' dtype; (attributions, delta) when
+            return_convergence_delta; an AttributionResult when return_details.
+        """
+        batch = self.engine.prepare(inputs, baselines, target, additional_forward_args)
+        res = self._method.run(self.engine, batch, self.settings, want_delta=return_convergence_delta,
+                               want_details=return_details)
+        if return_details:
+            return res
+        if return_convergence_delta:
+            return res.attributions, res.delta
+        return res.attributions
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return f"Explainer(method={self.method!r}, {cfg})"

@@ -1,0 +1,58 @@
+"""Per-example alpha grids and weights, from the C++ scheduler (pathattr._scheduler).
+
+A schedule is two (B, S) float64 tensors: every example gets the same number S of
+samples, so one launch serves the batch. Uniform rules are the same for every
+example; adaptive grids (SPEC §2.1) are computed on the host from a probe curve:
+the one host round trip of an adaptive method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import _scheduler
+
+RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+GROWTHS = ("abs", "positive")
+PLACEMENTS = ("midpoint", "left")
+
+
+@dataclass
+class Schedule:
+    """alphas, weights: (B, S) float64 on the CPU; counts: (B, N) per probe interval or None."""
+
+    alphas: torch.Tensor
+    weights: torch.Tensor
+    counts: Optional[torch.Tensor] = None
+
+    @property
+    def steps(self) -> int:
+        return self.alphas.shape[1]
+
+
+def quadrature(method: str, n: int):
+    """The rule's (alphas, weights) as float64 numpy arrays of length n (SPEC §1)."""
+    return _scheduler.quadrature(method, n)
+
+
+def uniform(method: str, n: int, batch: int) -> Schedule:
+    a, w = quadrature(method, n)
+    a = torch.from_numpy(np.ascontiguousarray(a)).view(1, -1).expand(batch, -1)
+    w = torch.from_numpy(np.ascontiguousarray(w)).view(1, -1).expand(batch, -1)
+    return Schedule(a, w)
+
+
+def probe_alphas(n_probe: int) -> torch.Tensor:
+    """The N + 1 evenly spaced probe points j / N, j = 0..N, as float64."""
+    return torch.arange(n_probe + 1, dtype=torch.float64) / n_probe
+
+
+def adaptive(curves: torch.Tensor, n_steps: int, growth: str = "abs", placement: str = "midpoint",
+             floor: int = 1) -> Schedule:
+    """SPEC §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example."""
+    c = np.ascontiguousarray(curves.detach().to("cpu", torch.float64).numpy())
+    a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor)
+    return Schedule(torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(counts))

@@ -1,0 +1,74 @@
+"""Small models written for the tests (no torchvision): random weights, seeded by the caller."""
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in=12, hidden=16, classes=5, act=nn.ReLU):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), act(), nn.Linear(hidden, hidden), act(),
+                                 nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SmoothMLP(nn.Module):
+    """GELU + LayerNorm: a smooth path, so quadrature converges fast."""
+
+    def __init__(self, d_in=10, hidden=24, classes=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), nn.LayerNorm(hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class BNCNN(nn.Module):
+    """A CNN with BatchNorm (used in eval mode) on (B, 3, 9, 7) inputs."""
+
+    def __init__(self, classes=6):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2))
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def randomize_bn(model):
+    """Give BatchNorm layers non-trivial running statistics, then switch to eval."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+class GatedMLP(nn.Module):
+    """Takes additional forward args: a per-input gate tensor and a python float scale."""
+
+    def __init__(self, d_in=8, classes=3):
+        super().__init__()
+        self.lin1 = nn.Linear(d_in, 16)
+        self.lin2 = nn.Linear(16, classes)
+
+    def forward(self, x, gate, scale=1.0):
+        h = torch.tanh(self.lin1(x)) * gate
+        return self.lin2(h) * scale
+
+
+class Lambda(nn.Module):
+    """Wraps a function of the input as a module (for analytic models)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
