@@ -1,0 +1,340 @@
+"""Plots for the demo: attribution heatmap grids and the logit-along-the-path curve.
+
+matplotlib is imported inside the functions (``import pathattr`` stays light) and
+figures are drawn on an explicit Agg canvas, never through pyplot's global state, so
+these functions work without a display and leave the caller's pyplot backend alone.
+Pixels are drawn as they are (nearest neighbour): an 8x8 digit looks like 8x8 pixels.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["attribution_grid", "path_curve_plot", "SIGNS"]
+
+SIGNS = ("absolute_value", "positive", "negative", "all")
+_CMAPS = {"absolute_value": "inferno", "positive": "Greens", "negative": "Reds", "all": "RdBu_r"}
+_SIGN_LABEL = {
+    "absolute_value": "|attribution|",
+    "positive": "positive attribution",
+    "negative": "negative attribution (magnitude)",
+    "all": "attribution (red +, blue \u2212)",
+}
+_DPI = 120
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _to_numpy(x, name: str) -> np.ndarray:
+    """Tensor (any device/dtype, with or without grad) or array-like -> float64 ndarray."""
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu()
+        if hasattr(x, "float") and not x.is_floating_point():
+            x = x.float()
+        x = x.double().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from exc
+    return arr
+
+
+def _check_sign(sign) -> str:
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    return sign
+
+
+def _check_outlier_perc(outlier_perc) -> float:
+    if isinstance(outlier_perc, bool) or not isinstance(outlier_perc, (int, float, np.floating, np.integer)):
+        raise TypeError(f"outlier_perc must be a number in [0, 100), got {type(outlier_perc).__name__}")
+    p = float(outlier_perc)
+    if not 0.0 <= p < 100.0:
+        raise ValueError(f"outlier_perc must be in [0, 100), got {outlier_perc}")
+    return p
+
+
+def _signed(attr: np.ndarray, sign: str) -> np.ndarray:
+    """The values a map of ``sign`` shows: |a|, max(a, 0), max(-a, 0) or a itself."""
+    if sign == "absolute_value":
+        return np.abs(attr)
+    if sign == "positive":
+        return np.maximum(attr, 0.0)
+    if sign == "negative":
+        return np.maximum(-attr, 0.0)
+    return attr
+
+
+def _scale(values: np.ndarray, outlier_perc: float) -> float:
+    """The ``100 - outlier_perc`` percentile of |values|; the max if that is 0; 0 if all are 0."""
+    mag = np.abs(values).ravel()
+    if mag.size == 0:
+        return 0.0
+    s = float(np.percentile(mag, 100.0 - outlier_perc))
+    if not s > 0.0:
+        s = float(mag.max())
+    return s
+
+
+def _normalise(attr, sign: str = "absolute_value", outlier_perc: float = 2.0,
+               scale: Optional[float] = None) -> np.ndarray:
+    """Map attributions to the range a heatmap shows.
+
+    Args:
+        attr: array of any shape (already channel-summed for images).
+        sign: ``"absolute_value"`` -> |a|, ``"positive"`` -> max(a, 0), ``"negative"`` ->
+            max(-a, 0) (magnitudes of the negative part); these land in ``[0, 1]``.
+            ``"all"`` keeps the sign and lands in ``[-1, 1]``.
+        outlier_perc: the values are divided by the ``100 - outlier_perc`` percentile of
+            their magnitudes (computed after the sign selection) and clipped, so the top
+            ``outlier_perc`` % saturate instead of washing out the rest. If that
+            percentile is 0 (a sparse map), the maximum is used instead.
+        scale: use this divisor instead of the percentile (for a scale shared by several
+            maps); ``<= 0`` means "nothing to show" and gives zeros.
+
+    Returns:
+        float64 array of ``attr``'s shape; all zeros when the selected values are all 0.
+    """
+    sign = _check_sign(sign)
+    p = _check_outlier_perc(outlier_perc)
+    a = _to_numpy(attr, "attr")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("attr contains NaN or infinite values")
+    v = _signed(a, sign)
+    s = _scale(v, p) if scale is None else float(scale)
+    if not s > 0.0:
+        return np.zeros_like(v)
+    lo = -1.0 if sign == "all" else 0.0
+    return np.clip(v / s, lo, 1.0)
+
+
+def _prepare_path(path: PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _new_figure(figsize, layout="constrained"):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=_DPI, layout=layout, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor("#b0b0b0")
+        spine.set_linewidth(0.6)
+
+
+# --------------------------------------------------------------------------- grid
+
+def attribution_grid(images, columns: Mapping[str, object], path: PathLike,
+                     titles: Optional[Sequence[str]] = None, sign: str = "absolute_value",
+                     outlier_perc: float = 2.0, shared_scale: bool = False) -> Path:
+    """Draw inputs and their attribution maps, one row per example, and save a PNG.
+
+    Args:
+        images: ``(n, C, H, W)`` tensor or array in ``[0, 1]``, C = 1 (drawn in
+            grayscale) or 3 (RGB). Values outside ``[0, 1]`` are clipped for display.
+        columns: ordered mapping ``{method name: attributions}``, each ``(n, C', H, W)``
+            (channels are summed) or ``(n, H, W)``; one heatmap column per method, in
+            the mapping's order, titled with its name.
+        path: output PNG file (parent folders are created).
+        titles: optional ``n`` row labels (e.g. ``"label 3, pred 3"``), written left of
+            each input image.
+        sign: which part of the attributions to show: ``"absolute_value"`` (default),
+            ``"positive"``, ``"negative"`` (magnitudes of the negative part) or
+            ``"all"`` (diverging colormap, red positive, blue negative, white 0).
+        outlier_perc: each map is divided by the ``100 - outlier_perc`` percentile of
+            its |values| and clipped, so a few extreme pixels saturate rather than
+            hide the rest (default 2).
+        shared_scale: if True, one divisor per row (the percentile over all methods'
+            maps in that row), so a row's maps are comparable in magnitude; if False
+            (default), every map uses its own, which compares patterns, not sizes.
+
+    Returns:
+        ``pathlib.Path`` of the written PNG (120 dpi).
+    """
+    sign = _check_sign(sign)
+    p = _check_outlier_perc(outlier_perc)
+    imgs = _to_numpy(images, "images")
+    if imgs.ndim != 4 or imgs.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (n, C, H, W) with C = 1 or 3, got {imgs.shape}")
+    n, _, h, w = imgs.shape
+    if n == 0:
+        raise ValueError("images must contain at least one example")
+    if not isinstance(columns, Mapping) or len(columns) == 0:
+        raise TypeError("columns must be a non-empty mapping {method name: attributions}")
+    maps = {}
+    for name, attr in columns.items():
+        a = _to_numpy(attr, f"columns[{name!r}]")
+        if a.ndim == 4:
+            a = a.sum(axis=1)
+        if a.shape != (n, h, w):
+            raise ValueError(f"columns[{name!r}] must have shape ({n}, C, {h}, {w}) or ({n}, {h}, {w}), "
+                             f"got {_to_numpy(attr, 'attr').shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"columns[{name!r}] contains NaN or infinite values")
+        maps[str(name)] = a
+    if titles is not None:
+        titles = [str(t) for t in titles]
+        if len(titles) != n:
+            raise ValueError(f"titles must have one entry per example ({n}), got {len(titles)}")
+    out = _prepare_path(path)
+
+    m = len(maps)
+    col_titles = ["input"] + [textwrap.fill(name, 18) for name in maps]
+    title_lines = max(t.count("\n") + 1 for t in col_titles)
+    cell = 1.55 if max(h, w) <= 16 else 1.9
+    height = max(cell * n + 0.2 + 0.18 * title_lines, 2.7)  # room for the colorbar label
+    fig = _new_figure((cell * (m + 1) + 1.0, height))
+    axes = fig.subplots(n, m + 1, squeeze=False)
+    cmap = _CMAPS[sign]
+    vmin = -1.0 if sign == "all" else 0.0
+    mappable = None
+    for i in range(n):
+        ax = axes[i, 0]
+        img = np.clip(imgs[i], 0.0, 1.0)
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+        _bare(ax)
+        if titles is not None:
+            ax.set_ylabel(titles[i], fontsize=9)
+        row_scale = _scale(np.stack([_signed(a[i], sign) for a in maps.values()]), p) if shared_scale else None
+        for j, a in enumerate(maps.values(), start=1):
+            ax = axes[i, j]
+            mappable = ax.imshow(_normalise(a[i], sign, p, scale=row_scale), cmap=cmap, vmin=vmin,
+                                 vmax=1.0, interpolation="nearest")
+            _bare(ax)
+    for j, t in enumerate(col_titles):
+        axes[0, j].set_title(t, fontsize=10)
+    cbar = fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), shrink=1.0 if n > 1 else 0.9,
+                        aspect=10 + 8 * n, pad=0.02)
+    cbar.ax.tick_params(labelsize=8)
+    ref = f"p{100 - p:g}" if p > 0 else "max"
+    per = "per row" if shared_scale else "per map"
+    cbar.set_label(f"{_SIGN_LABEL[sign]}\n\u00f7 {ref} of |values| {per}", fontsize=8)
+    fig.savefig(out, dpi=_DPI, facecolor="white")
+    return out
+
+
+# --------------------------------------------------------------------------- path curve
+
+def _vector(x, name: str, length: Optional[int] = None) -> np.ndarray:
+    a = _to_numpy(x, name)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if length is not None and a.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def path_curve_plot(path: PathLike, probe_alphas, probe_curve, sample_alphas,
+                    importance=None, weights=None, title: Optional[str] = None,
+                    dense_alphas=None, dense_curve=None) -> Path:
+    """Plot F along the straight path and where the gradient samples went (IDG Fig. 1/5 style).
+
+    Top panel: ``F(p(alpha))`` against alpha, the dense curve as a line (when given) and
+    the probe evaluations as markers; the gradient-sample positions as a rug of ticks
+    on the alpha axis (dense where the adaptive schedule concentrated samples). Below,
+    when given: the importance factors ``IF(alpha_k) = dF/dalpha`` at the samples (stem
+    plot), and the quadrature weights ``w_k`` (stem plot).
+
+    Args:
+        path: output PNG file (parent folders are created).
+        probe_alphas, probe_curve: ``(N + 1,)`` probe positions and F there.
+        sample_alphas: ``(M,)`` positions of the gradient samples.
+        importance: optional ``(M,)`` importance factors at ``sample_alphas``.
+        weights: optional ``(M,)`` quadrature weights at ``sample_alphas``.
+        title: optional figure title.
+        dense_alphas, dense_curve: optional ``(K,)`` fine evaluation of the same curve
+            (both or neither).
+
+    Returns:
+        ``pathlib.Path`` of the written PNG (120 dpi).
+    """
+    pa = _vector(probe_alphas, "probe_alphas")
+    pc = _vector(probe_curve, "probe_curve", len(pa))
+    sa = _vector(sample_alphas, "sample_alphas")
+    imp = None if importance is None else _vector(importance, "importance", len(sa))
+    wts = None if weights is None else _vector(weights, "weights", len(sa))
+    if (dense_alphas is None) != (dense_curve is None):
+        raise ValueError("dense_alphas and dense_curve must be given together")
+    da = dc = None
+    if dense_alphas is not None:
+        da = _vector(dense_alphas, "dense_alphas")
+        dc = _vector(dense_curve, "dense_curve", len(da))
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    out = _prepare_path(path)
+
+    from matplotlib.transforms import blended_transform_factory
+
+    extra = [x for x in (imp, wts) if x is not None]
+    ratios = [3.0] + [1.4] * len(extra)
+    fig = _new_figure((7.0, 3.3 + 1.55 * len(extra)))
+    axes = fig.subplots(len(ratios), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": ratios})[:, 0]
+
+    ax = axes[0]
+    if da is not None:
+        order = np.argsort(da)
+        ax.plot(da[order], dc[order], color="C0", lw=1.6, label="F along the path", zorder=2)
+    ax.plot(pa, pc, "o", ms=4.5, mfc="white", mec="C1", mew=1.3, zorder=3,
+            label=f"probes ({len(pa)}, forward only)", ls="none" if da is not None else "-",
+            color="C1", lw=0.9)
+    rug = blended_transform_factory(ax.transData, ax.transAxes)
+    # Leave room under the curve for the rug of sample positions (bottom 7 % of the panel).
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo - 0.1 * (hi - lo), hi)
+    ax.vlines(sa, 0.0, 0.07, transform=rug, color="C3", lw=1.0, zorder=4,
+              label=f"gradient samples ({len(sa)})")
+    ax.set_ylabel(r"$F(x' + \alpha\,(x - x'))$")
+    ax.grid(True, alpha=0.25, lw=0.6)
+    ax.legend(fontsize=8, loc="best", frameon=False)
+    if title:
+        ax.set_title(title, fontsize=11)
+
+    k = 1
+    if imp is not None:
+        ax = axes[k]
+        k += 1
+        stem = ax.stem(sa, imp, basefmt="none")
+        stem.markerline.set_markersize(3.5)
+        stem.markerline.set_color("C3")
+        stem.stemlines.set_color("C3")
+        stem.stemlines.set_linewidth(0.9)
+        ax.axhline(0.0, color="0.4", lw=0.6)
+        ax.set_ylabel("IF(\u03b1) = dF/d\u03b1", fontsize=9)
+        ax.grid(True, alpha=0.25, lw=0.6)
+    if wts is not None:
+        ax = axes[k]
+        stem = ax.stem(sa, wts, basefmt="none")
+        stem.markerline.set_markersize(3.0)
+        stem.markerline.set_color("0.3")
+        stem.stemlines.set_color("0.3")
+        stem.stemlines.set_linewidth(0.8)
+        ax.set_ylim(bottom=0.0)
+        ax.set_ylabel("weight $w_k$", fontsize=9)
+        ax.grid(True, alpha=0.25, lw=0.6)
+    axes[-1].set_xlabel(r"$\alpha$")
+    axes[-1].set_xlim(-0.02, 1.02)
+    fig.savefig(out, dpi=_DPI, facecolor="white")
+    return out
