@@ -3,6 +3,7 @@
 Captum is an independent implementation: equality to rounding is the oracle. Its
 trapezoid weights are 1/n with halved ends (they sum to 1 - 1/n); ours are the true
 trapezoid (1/(n-1)), so Captum's result is multiplied by n/(n-1) for that rule.
+Captum computes its alphas in float32, so agreement is ~1e-8 relative even in fp64.
 """
 import pytest
 import torch
@@ -45,7 +46,10 @@ def test_ig_equals_captum(kind, rule, seed):
     if rule == "riemann_trapezoid":
         theirs = theirs * n / (n - 1)
     else:
-        assert_close(delta, their_delta, rtol=1e-5, atol=1e-10, what="convergence delta")
+        # Captum builds its alphas in float32 (~1e-8 relative), so compare the delta
+        # (a small difference of large sums) on the scale of the attributions.
+        scale = ours.reshape(x.shape[0], -1).abs().sum(1).max().item()
+        assert_close(delta, their_delta, rtol=0, atol=1e-6 * scale, what="convergence delta")
     assert ours.dtype == x.dtype and ours.shape == x.shape
     assert_close(ours, theirs, rtol=1e-5, atol=1e-12, what=f"IG {kind} {rule}")
 

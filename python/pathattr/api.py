@@ -21,7 +21,7 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
     Cost: n_steps forward+backward passes per input (+1 forward of x and x' when
     target is None or a delta is asked for). See `Explainer.attribute` for arguments.
     """
-    ex = Explainer(model, "ig", n_steps=n_steps, method=method, output=output, internal_batch_size=internal_batch_size,
+    ex = Explainer(model, "ig", n_steps=n_steps, rule=method, output=output, internal_batch_size=internal_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
@@ -48,7 +48,7 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
     growth, placement, floor: adaptive-scheduler knobs (SPEC §2.1).
     Cost: M forward+backward passes per input, plus N + 1 forward-only for adaptive.
     """
-    ex = Explainer(model, "idg", n_steps=n_steps, schedule=schedule, n_probe=n_probe, method=method,
+    ex = Explainer(model, "idg", n_steps=n_steps, schedule=schedule, n_probe=n_probe, rule=method,
                    importance=importance, normalize=normalize, growth=growth, placement=placement, floor=floor,
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)

@@ -28,7 +28,7 @@ class Explainer:
         backend: "auto" (Triton kernels for CUDA tensors, torch for CPU), "triton" or "torch".
         accumulate_dtype: None (fp64 for fp64 inputs, else fp32), torch.float32 or torch.float64.
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
-            method (quadrature rule), importance, normalize (see `methods.ig.settings`
+            rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
     """
 

@@ -9,6 +9,10 @@ from ..engine import PathBatch, PathIntegral
 from ..result import AttributionResult
 from ..schedules import Schedule
 
+# The quadrature rule is `method=` in the Captum-style functions and `rule=` in Explainer
+# (where `method` names the attribution method).
+RULE_ARG = "method (the quadrature rule; rule= in Explainer)"
+
 
 def empty_result(batch: PathBatch, name: str, cfg: Dict[str, Any]) -> AttributionResult:
     """An empty batch gives an empty result, not an error."""

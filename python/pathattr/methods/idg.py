@@ -11,7 +11,8 @@ Schedules:
       midpoint placement. Exactly M = n_steps gradient samples per input.
   "paper": the paper's Algorithm 1 with its defects corrected (SPEC §2.1):
       N = M, left placement, floor 0.
-  "uniform": Eq. (4), a quadrature rule (`method`, default right Riemann as in the paper).
+  "uniform": Eq. (4), a quadrature rule (`rule`; `method=` in the function), default
+      right Riemann as in the paper.
 Settings given explicitly override the schedule's presets.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .. import schedules
 from .._validation import check_choice, check_positive_int
 from ..engine import PathBatch, PathEngine
 from ..result import AttributionResult
-from .common import empty_result, finish
+from .common import RULE_ARG, empty_result, finish
 
 NAME = "idg"
 SCHEDULES = ("adaptive", "paper", "uniform")
@@ -33,7 +34,7 @@ NORMALIZE = ("none", "completeness")
 
 
 def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[int] = None,
-             method: str = "riemann_right", importance: str = "exact", normalize: str = "none",
+             rule: str = "riemann_right", importance: str = "exact", normalize: str = "none",
              growth: str = "abs", placement: Optional[str] = None, floor: Optional[int] = None) -> Dict[str, Any]:
     """Validated settings with the schedule's presets filled in (see the module docstring)."""
     m = check_positive_int(n_steps, "n_steps")
@@ -42,10 +43,10 @@ def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[in
     check_choice(normalize, "normalize", NORMALIZE)
     cfg: Dict[str, Any] = {"n_steps": m, "schedule": schedule, "importance": importance, "normalize": normalize}
     if schedule == "uniform":
-        check_choice(method, "method", schedules.RULES)
-        if method == "riemann_trapezoid" and m < 2:
-            raise ValueError("n_steps must be >= 2 for method='riemann_trapezoid'")
-        cfg["method"] = method
+        check_choice(rule, RULE_ARG, schedules.RULES)
+        if rule == "riemann_trapezoid" and m < 2:
+            raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
+        cfg["rule"] = rule
         return cfg
     paper = schedule == "paper"
     n = check_positive_int(n_probe if n_probe is not None else (m if paper else max(2, m // 4)), "n_probe")
@@ -76,7 +77,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"], floor=cfg["floor"])
         extra = {"probe_alphas": probe_a, "probe_curve": curve}
     else:
-        sched = schedules.uniform(cfg["method"], cfg["n_steps"], batch.size)
+        sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
     integral = engine.integrate(batch, sched.alphas, sched.weights, importance=cfg["importance"],
                                 baseline_values=None if ends is None else ends[1])
     attr = batch.diff() * integral.acc

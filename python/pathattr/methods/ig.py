@@ -12,24 +12,24 @@ from .. import schedules
 from .._validation import check_choice, check_positive_int
 from ..engine import PathBatch, PathEngine
 from ..result import AttributionResult
-from .common import empty_result, finish
+from .common import RULE_ARG, empty_result, finish
 
 NAME = "ig"
 
 
-def settings(n_steps: int = 50, method: str = "gausslegendre") -> Dict[str, Any]:
+def settings(n_steps: int = 50, rule: str = "gausslegendre") -> Dict[str, Any]:
     """Validated settings: n_steps (>= 1; >= 2 for the trapezoid) and the quadrature rule."""
     n = check_positive_int(n_steps, "n_steps")
-    check_choice(method, "method", schedules.RULES)
-    if method == "riemann_trapezoid" and n < 2:
-        raise ValueError("n_steps must be >= 2 for method='riemann_trapezoid'")
-    return {"n_steps": n, "method": method}
+    check_choice(rule, RULE_ARG, schedules.RULES)
+    if rule == "riemann_trapezoid" and n < 2:
+        raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
+    return {"n_steps": n, "rule": rule}
 
 
 def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: bool, want_details: bool) -> AttributionResult:
     if batch.size == 0:
         return empty_result(batch, NAME, cfg)
-    sched = schedules.uniform(cfg["method"], cfg["n_steps"], batch.size)
+    sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
     ends = engine.endpoints(batch) if (batch.target is None or want_delta or want_details) else None
     integral = engine.integrate(batch, sched.alphas, sched.weights, importance="none")
     attr = batch.diff() * integral.acc
