@@ -1,3 +1,117 @@
+// pathattr._scheduler: numpy in, numpy out, GIL released while computing.
+// Inputs are copied or viewed as C-contiguous float64 before the GIL is dropped, and
+// outputs are allocated while it is held, so the worker code touches no Python objects.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "adaptive_grid.hpp"
+#include "quadrature.hpp"
+
 namespace py = pybind11;
-PYBIND11_MODULE(_scheduler, m) { m.def("ping", []() { return 1; }); }
+
+namespace {
+
+py::tuple py_quadrature(const std::string& method, int64_t n) {
+    pathattr::check_quadrature_args(method, n);  // ValueError before allocating
+    pathattr::QuadratureRule rule;
+    {
+        py::gil_scoped_release release;
+        rule = pathattr::quadrature(method, n);
+    }
+    py::array_t<double> alphas(static_cast<py::ssize_t>(n));
+    py::array_t<double> weights(static_cast<py::ssize_t>(n));
+    std::memcpy(alphas.mutable_data(), rule.alphas.data(), sizeof(double) * rule.alphas.size());
+    std::memcpy(weights.mutable_data(), rule.weights.data(), sizeof(double) * rule.weights.size());
+    return py::make_tuple(alphas, weights);
+}
+
+py::tuple py_adaptive_grid(const py::object& curves_obj, int64_t M, const std::string& growth,
+                           const std::string& placement, int64_t floor, double eps) {
+    pathattr::GridOptions opt;
+    opt.M = M;
+    opt.growth = pathattr::parse_growth(growth);
+    opt.placement = pathattr::parse_placement(placement);
+    opt.floor = floor;
+    opt.eps = eps;
+
+    using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    Arr curves = Arr::ensure(curves_obj);
+    if (!curves) {
+        throw py::value_error("curves: expected a 2-D array of real numbers (B, N+1)");
+    }
+    if (curves.ndim() != 2) {
+        throw py::value_error("curves: expected a 2-D array (B, N+1), got " +
+                              std::to_string(curves.ndim()) + " dimension(s)");
+    }
+    const int64_t B = static_cast<int64_t>(curves.shape(0));
+    const int64_t N = static_cast<int64_t>(curves.shape(1)) - 1;
+    pathattr::check_grid_options(opt, N);
+
+    py::array_t<double> alphas({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+    py::array_t<double> weights({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+    py::array_t<int64_t> counts({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(N)});
+    const double* in = curves.data();
+    double* pa = alphas.mutable_data();
+    double* pw = weights.mutable_data();
+    int64_t* pc = counts.mutable_data();
+    {
+        // `curves` keeps its buffer alive (it is a local owning reference) while released.
+        py::gil_scoped_release release;
+        pathattr::adaptive_grid_batch(in, B, N, opt, pa, pw, pc);
+    }
+    return py::make_tuple(alphas, weights, counts);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_scheduler, m) {
+    m.doc() = "Sampling schedules for path attribution: quadrature rules and the adaptive "
+              "IDG grid (SPEC sections 1 and 2.1). No torch; numpy arrays in and out.";
+
+    m.def("quadrature", &py_quadrature, py::arg("method"), py::arg("n"),
+          R"doc(Quadrature rule on [0, 1] with n points.
+
+Args:
+    method: 'riemann_left' (k/n), 'riemann_right' ((k+1)/n), 'riemann_middle'
+        ((k+0.5)/n), all with weights 1/n; 'riemann_trapezoid' (k/(n-1), weights
+        1/(n-1) with both ends halved, so they sum to 1; needs n >= 2);
+        'gausslegendre' ((1+xi_k)/2, omega_k/2 for the n-point Gauss-Legendre rule,
+        accurate to ~1e-15 for n <= 1024).
+    n: number of points, >= 1.
+
+Returns:
+    (alphas, weights): float64 arrays of shape (n,), alphas ascending.
+
+Raises:
+    ValueError: unknown method, n < 1, or n < 2 for the trapezoid rule.
+)doc");
+
+    m.def("adaptive_grid", &py_adaptive_grid, py::arg("curves"), py::arg("M"),
+          py::arg("growth") = "abs", py::arg("placement") = "midpoint", py::arg("floor") = 1,
+          py::arg("eps") = 1e-12,
+          R"doc(Adaptive IDG sampling grid (SPEC section 2.1), batched over rows.
+
+Args:
+    curves: (B, N+1) array, L_j = F(p(j/N)) per example; converted to float64; must
+        be finite. B may be 0. N >= 1.
+    M: samples per example, >= floor*N.
+    growth: 'abs' (|dL|, default) or 'positive' (max(dL, 0)).
+    placement: 'midpoint' (default) or 'left' (the paper).
+    floor: samples every interval gets first (default 1, >= 0).
+    eps: flat-curve threshold; sum of growth <= eps*max(1, max|L|) gives uniform
+        shares (default 1e-12, finite, >= 0).
+
+Returns:
+    (alphas (B, M) float64 ascending per row, weights (B, M) float64,
+     counts (B, N) int64 samples per interval, each row summing to M).
+    Interval j's samples lie in [j/N, (j+1)/N), each with weight 1/(N*n_j).
+
+Raises:
+    ValueError: naming the offending argument (and the row for non-finite curves).
+)doc");
+}
