@@ -1,0 +1,1 @@
+"""pathattr benchmarks: one harness (harness.py), cases per device (cpu.py)."""

@@ -1,0 +1,146 @@
+"""CPU benchmark: pathattr IG / IDG against Captum and against the bare model cost.
+
+    python -m benchmarks.cpu [--quick] [--repeat 5] [--out benchmarks/results/cpu-DATE.json]
+
+Cases: the bundled DigitsCNN (1x8x8) and a deeper ResidualCNN (3x32x32), batch 1
+and 32, 50 steps. Providers:
+  pathattr_ig       pa.integrated_gradients, default settings (gausslegendre, auto chunk)
+  pathattr_idg      pa.integrated_decision_gradients, default (adaptive, M=50, N=12)
+  captum_ig         Captum 0.9 IntegratedGradients, its defaults (one batch of B*50)
+  captum_ig_best    Captum with its best internal_batch_size (multiples of B)
+  bare_fwd_bwd      the floor for IG: forward + input-gradient backward of the same
+                    B*50 pre-built path points, at the best chunk size
+  bare_idg          the floor for IDG: bare forward-only of B*13 probe points at the
+                    best chunk plus bare_fwd_bwd
+On CPU only ratios in one run mean anything; absolute times are for this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+import torch
+
+import pathattr as pa
+from pathattr.data.digits import load_digits_data, load_digits_model
+from pathattr.data.models import ResidualCNN
+
+from .harness import Row, best_chunk, environment, table, time_provider, write_results
+
+STEPS = 50
+CHUNKS = [16, 32, 64, 128, 256]
+
+
+def _bare_fwd_bwd(model, points, target, chunk):
+    def run():
+        for s in range(0, points.shape[0], chunk):
+            p = points[s:s + chunk].detach().requires_grad_(True)
+            out = model(p)
+            torch.autograd.grad(out.gather(1, target[s:s + chunk].view(-1, 1)).sum(), p)
+    return run
+
+
+def _bare_fwd(model, points, target, chunk):
+    def run():
+        with torch.no_grad():
+            for s in range(0, points.shape[0], chunk):
+                model(points[s:s + chunk]).gather(1, target[s:s + chunk].view(-1, 1))
+    return run
+
+
+def _path_points(x, n):
+    alphas = torch.rand(n)
+    return (alphas.view(1, -1, *([1] * (x.dim() - 1))) * x.unsqueeze(1)).reshape((-1,) + tuple(x.shape[1:]))
+
+
+def run_case(name, model, x, repeat):
+    B = x.shape[0]
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    rows = []
+
+    def add(provider, samples, **extra):
+        rows.append(Row(name, provider, B, STEPS, "cpu", samples, extra=extra))
+        print(f"  {provider:<18} median {1e3 * rows[-1].median_s:9.2f} ms", flush=True)
+
+    print(f"{name}: batch {B}, {STEPS} steps", flush=True)
+    pts = _path_points(x, STEPS)
+    tgt = target.repeat_interleave(STEPS)
+    chunks = sorted(set([c for c in CHUNKS if c < pts.shape[0]] + [pts.shape[0]]))
+    c, s, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c), chunks, repeat, "cpu")
+    add("bare_fwd_bwd", s, chunk=c, chunk_medians=med)
+    n_probe = max(2, STEPS // 4) + 1
+    ppts = _path_points(x, n_probe)
+    ptgt = target.repeat_interleave(n_probe)
+    pchunks = sorted(set([c for c in CHUNKS if c < ppts.shape[0]] + [ppts.shape[0]]))
+    cf, sf, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c), pchunks, repeat, "cpu")
+    add("bare_fwd_probe", sf, chunk=cf, chunk_medians=medf)
+    floor_idg = [a + b for a, b in zip(sorted(s), sorted(sf))]
+    add("bare_idg", floor_idg, note="bare_fwd_probe + bare_fwd_bwd")
+
+    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, n_steps=STEPS), repeat))
+    add("pathattr_idg", time_provider(lambda: pa.integrated_decision_gradients(model, x, target=target, n_steps=STEPS), repeat))
+    try:
+        from captum.attr import IntegratedGradients
+    except ImportError:
+        print("  captum not installed: skipping the peer")
+        return rows
+    ig = IntegratedGradients(model)
+    add("captum_ig", time_provider(lambda: ig.attribute(x, target=target, n_steps=STEPS), repeat))
+    cands = sorted(set(B * k for k in (1, 2, 4, 8, 16, 32, 50) if B * k <= B * STEPS))
+    cb, sb, medb = best_chunk(lambda c: (lambda: ig.attribute(x, target=target, n_steps=STEPS, internal_batch_size=c)),
+                              cands, repeat, "cpu")
+    add("captum_ig_best", sb, internal_batch_size=cb, chunk_medians=medb)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only, 3 repeats (a smoke run)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    repeat = 3 if args.quick else args.repeat
+    batches = [1, 8] if args.quick else [1, 32]
+    digits_model = load_digits_model()
+    digits, _ = load_digits_data("test")
+    resnet = ResidualCNN(width=16, blocks=4).eval()
+    for p in list(digits_model.parameters()) + list(resnet.parameters()):
+        p.requires_grad_(False)  # both sides see the same frozen model
+    rows = []
+    for B in batches:
+        rows += run_case(f"digits_cnn/b{B}", digits_model, digits[:B].clone(), repeat)
+        rows += run_case(f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32), repeat)
+    env = environment()
+    out = Path(args.out or f"benchmarks/results/cpu-{datetime.date.today().isoformat()}.json")
+    write_results(rows, out, env, {"steps": STEPS, "repeat": repeat, "chunks": CHUNKS})
+    base = {r.case: "bare_fwd_bwd" for r in rows}
+    print()
+    print(table(rows, base))
+    print()
+    summary = summarize(rows)
+    for line in summary:
+        print(line)
+    print(f"\nwrote {out}")
+    return rows
+
+
+def summarize(rows):
+    """The acceptance ratios: IG vs Captum, IG vs its floor, IDG vs its floor."""
+    by = {}
+    for r in rows:
+        by.setdefault(r.case, {})[r.provider] = r.median_s
+    lines = [f"{'case':<22}{'IG/captum':>11}{'IG/captum_best':>16}{'IG/bare':>10}{'IDG/bare':>10}"]
+    for case, p in by.items():
+        cap = p.get("captum_ig")
+        capb = p.get("captum_ig_best")
+        lines.append(f"{case:<22}{p['pathattr_ig'] / cap if cap else float('nan'):>11.3f}"
+                     f"{p['pathattr_ig'] / capb if capb else float('nan'):>16.3f}"
+                     f"{p['pathattr_ig'] / p['bare_fwd_bwd']:>10.3f}{p['pathattr_idg'] / p['bare_idg']:>10.3f}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""One benchmark harness: cases declare providers; every provider is timed the same way.
+
+A provider is a zero-argument callable doing one complete unit of work (e.g.
+attribute a batch). Timing: `warmup` untimed calls, then `repeat` timed calls;
+rows keep every sample plus median and percentiles, keyed by case, provider,
+size, device and versions, so runs on different days and machines compare.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+
+def environment() -> Dict[str, str]:
+    import pathattr
+
+    env = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pathattr": pathattr.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": str(torch.get_num_threads()),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})",
+    }
+    try:
+        import captum
+
+        env["captum"] = captum.__version__
+    except ImportError:  # the peer is optional
+        env["captum"] = "not installed"
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = "not installed"
+    return env
+
+
+@dataclass
+class Row:
+    case: str
+    provider: str
+    batch: int
+    steps: int
+    device: str
+    samples_s: List[float]
+    median_s: float = 0.0
+    p10_s: float = 0.0
+    p90_s: float = 0.0
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        s = sorted(self.samples_s)
+        self.median_s = statistics.median(s)
+        self.p10_s = s[max(0, int(0.1 * (len(s) - 1)))]
+        self.p90_s = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, device: str = "cpu") -> List[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def best_chunk(make: Callable[[int], Callable[[], object]], chunks: List[int], repeat: int, device: str):
+    """Time `make(chunk)` for every chunk size; return (best chunk, its samples, all medians)."""
+    medians, best = {}, None
+    for c in chunks:
+        s = time_provider(make(c), repeat=repeat, device=device)
+        medians[c] = statistics.median(s)
+        if best is None or medians[c] < statistics.median(best[1]):
+            best = (c, s)
+    return best[0], best[1], medians
+
+
+def write_results(rows: List[Row], path: Path, env: Dict[str, str], settings: Dict[str, object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": env, "settings": settings, "rows": [asdict(r) for r in rows]}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def table(rows: List[Row], baseline: Optional[Dict[str, str]] = None) -> str:
+    """A plain-text table; `baseline` maps a case to the provider the ratio column divides by."""
+    lines = [f"{'case':<28}{'provider':<26}{'median ms':>11}{'p10':>9}{'p90':>9}{'ratio':>8}  notes"]
+    by_case: Dict[str, Dict[str, Row]] = {}
+    for r in rows:
+        by_case.setdefault(r.case, {})[r.provider] = r
+    for case, provs in by_case.items():
+        base = provs.get((baseline or {}).get(case, ""), None)
+        for name, r in provs.items():
+            ratio = f"{r.median_s / base.median_s:.3f}" if base else ""
+            note = ", ".join(f"{k}={v}" for k, v in r.extra.items() if k != "chunk_medians")
+            lines.append(f"{case:<28}{name:<26}{1e3 * r.median_s:>11.2f}{1e3 * r.p10_s:>9.2f}{1e3 * r.p90_s:>9.2f}{ratio:>8}  {note}")
+    return "\n".join(lines)

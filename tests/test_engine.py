@@ -1,0 +1,131 @@
+"""The engine's plumbing: backends, baselines, targets, outputs, forward args, dtypes."""
+import pytest
+import torch
+
+import pathattr as pa
+from conftest import assert_close
+from pathattr.reference import idg as ref_idg
+from pathattr.reference import ig as ref_ig
+from testmodels import MLP, BNCNN, GatedMLP, randomize_bn
+
+
+def test_triton_backend_equals_torch_backend(seed):
+    """The whole loop with the Triton kernels (interpreter on CPU) equals the torch fallback."""
+    model = randomize_bn(BNCNN(classes=4)).double()
+    x = torch.randn(3, 3, 9, 7, dtype=torch.float64)
+    for fn in (pa.integrated_gradients, pa.integrated_decision_gradients):
+        a = fn(model, x, target=1, n_steps=10, internal_batch_size=8, backend="torch")
+        b = fn(model, x, target=1, n_steps=10, internal_batch_size=8, backend="triton")
+        assert_close(b, a, rtol=1e-12, atol=1e-14, what=f"{fn.__name__} triton vs torch")
+
+
+@pytest.mark.parametrize("output", ["softmax", "log_softmax"])
+def test_outputs_match_reference(output, seed):
+    model = MLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    base = torch.zeros_like(x)
+    t = [0, 3, 4]
+    ig = pa.integrated_gradients(model, x, target=t, n_steps=12, output=output)
+    assert_close(ig, ref_ig.integrated_gradients(model, x, base, t, n_steps=12, output=output),
+                 rtol=1e-9, atol=1e-13, what="IG " + output)
+    idg = pa.integrated_decision_gradients(model, x, target=t, n_steps=12, output=output)
+    assert_close(idg, ref_idg.integrated_decision_gradients(model, x, base, t, n_steps=12, output=output),
+                 rtol=1e-9, atol=1e-13, what="IDG " + output)
+
+
+def test_callable_output_and_target_none(seed):
+    model = MLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    margin = lambda out, t: out.gather(1, t.view(-1, 1)).view(-1) - out.mean(1)  # noqa: E731
+    res = pa.integrated_gradients(model, x, output=margin, return_details=True, return_convergence_delta=True)
+    assert torch.equal(res.target, model(x).argmax(1))
+    with torch.no_grad():
+        gap = margin(model(x), res.target) - margin(model(torch.zeros_like(x)), res.target)
+    assert_close(res.attributions.sum(1) - gap, res.delta, rtol=1e-9, atol=1e-12, what="delta")
+
+
+@pytest.mark.parametrize("form", ["scalar", "unbatched", "one", "per_input", "broadcast_channel"])
+def test_baseline_forms(form, seed):
+    model = randomize_bn(BNCNN(classes=4)).double()
+    x = torch.randn(3, 3, 9, 7, dtype=torch.float64)
+    full = {
+        "scalar": (0.3, torch.full_like(x, 0.3)),
+        "unbatched": (x[0] * 0.5, (x[0] * 0.5).expand_as(x)),
+        "one": (x[:1] * -0.2, (x[:1] * -0.2).expand_as(x)),
+        "per_input": (x.flip(0) * 0.1, x.flip(0) * 0.1),
+        "broadcast_channel": (torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).view(3, 1, 1),
+                              torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).view(1, 3, 1, 1).expand_as(x)),
+    }[form]
+    got = pa.integrated_gradients(model, x, baselines=full[0], target=2, n_steps=8)
+    want = pa.integrated_gradients(model, x, baselines=full[1].contiguous(), target=2, n_steps=8)
+    assert_close(got, want, rtol=1e-12, atol=1e-14, what=f"baseline {form}")
+
+
+@pytest.mark.parametrize("target", [2, [2, 2, 2], torch.tensor([2, 2, 2]), torch.tensor(2), (2, 2, 2)])
+def test_target_forms(target, seed):
+    model = MLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    want = ref_ig.integrated_gradients(model, x, torch.zeros_like(x), [2, 2, 2], n_steps=6)
+    assert_close(pa.integrated_gradients(model, x, target=target, n_steps=6), want, rtol=1e-9, atol=1e-13,
+                 what="target form")
+
+
+def test_forward_args_with_shared_baseline_are_per_input(seed):
+    """F(x') depends on each input's forward args, so the delta must use them."""
+    model = GatedMLP().double().eval()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    gate = torch.rand(4, 16, dtype=torch.float64)
+    attr, delta = pa.integrated_gradients(model, x, target=1, additional_forward_args=(gate, 2.0), n_steps=64,
+                                          return_convergence_delta=True)
+    with torch.no_grad():
+        gap = model(x, gate, 2.0)[:, 1] - model(torch.zeros_like(x), gate, 2.0)[:, 1]
+    assert_close(attr.sum(1) - gap, delta, rtol=1e-9, atol=1e-12, what="delta with forward args")
+    assert delta.abs().max() < 1e-3
+
+
+def test_float32_model_accumulates_in_float32_and_returns_input_dtype(seed):
+    model = MLP(d_in=12, classes=5).eval()
+    x = torch.randn(3, 12)
+    res = pa.integrated_decision_gradients(model, x, target=0, return_details=True)
+    assert res.attributions.dtype == torch.float32 and res.delta.dtype == torch.float32
+    ref = pa.integrated_decision_gradients(model.double(), x.double(), target=0)
+    assert_close(res.attributions, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item(), what="fp32 vs fp64")
+
+
+def test_float64_accumulator_for_float32_model(seed):
+    model = MLP(d_in=12, classes=5).eval()
+    x = torch.randn(3, 12)
+    res = pa.integrated_gradients(model, x, target=0, accumulate_dtype=torch.float64, return_details=True)
+    assert res.attributions.dtype == torch.float32 and res.delta.dtype == torch.float64
+
+
+def test_autocast_bfloat16_on_cpu_is_close(seed):
+    """The model runs in bf16 under autocast; accumulation stays fp32."""
+    model = MLP(d_in=12, hidden=32, classes=5).eval()
+    x = torch.randn(4, 12)
+    exact = pa.integrated_gradients(model, x, target=1)
+    low = pa.integrated_gradients(model, x, target=1, autocast=torch.bfloat16)
+    assert low.dtype == torch.float32
+    rel = (low - exact).norm() / exact.norm()
+    assert rel < 0.05, rel
+
+
+def test_model_that_ignores_its_input_gives_zeros():
+    model = torch.nn.Linear(4, 3)
+    f = lambda x: model(torch.ones_like(x))  # noqa: E731
+    attr = pa.integrated_gradients(f, torch.randn(2, 4), target=0)
+    assert torch.equal(attr, torch.zeros(2, 4))
+
+
+def test_explainer_validates_engine_settings():
+    model = MLP(d_in=12, classes=5).eval()
+    with pytest.raises(ValueError, match="autocast"):
+        pa.Explainer(model, autocast=torch.float64)
+    with pytest.raises(ValueError, match="backend"):
+        pa.Explainer(model, backend="cuda")
+    with pytest.raises(ValueError, match="accumulate_dtype"):
+        pa.Explainer(model, accumulate_dtype=torch.float16)
+    with pytest.raises(ValueError, match="probe_batch_size"):
+        pa.Explainer(model, probe_batch_size=0)
+    with pytest.raises(TypeError, match="model"):
+        pa.Explainer("not a model")
