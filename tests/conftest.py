@@ -36,8 +36,10 @@ def seed(request):
 
 def assert_close(actual, expected, rtol, atol, what="values"):
     """torch.testing-like check that reports where the worst mismatch is."""
-    a = torch.as_tensor(actual).detach().cpu().double()
-    e = torch.as_tensor(expected).detach().cpu().double()
+    # Python floats and lists are read as float64 (torch.as_tensor would make them float32).
+    a = (actual if isinstance(actual, torch.Tensor) else torch.as_tensor(np.asarray(actual, dtype=np.float64)))
+    e = (expected if isinstance(expected, torch.Tensor) else torch.as_tensor(np.asarray(expected, dtype=np.float64)))
+    a, e = a.detach().cpu().double(), e.detach().cpu().double()
     if a.shape != e.shape:
         raise AssertionError(f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
     if not torch.isfinite(a).all():
