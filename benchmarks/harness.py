@@ -71,8 +71,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, device: str = "cpu") -> List[float]:
-    for _ in range(warmup):
+def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 3, device: str = "cpu") -> List[float]:
+    for _ in range(warmup):  # several: oneDNN builds kernels per new batch shape
         fn()
     _sync(device)
     samples = []

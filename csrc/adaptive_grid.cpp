@@ -72,6 +72,26 @@ double growth_sum(const double* L, int64_t N, Growth growth, double s, std::vect
     return S;
 }
 
+// Replace every a_j by round(a_j / 2^(e - kSnapBits)), an integer count of a quantum
+// that is a power of two (ldexp scales exactly) with S < 2^e, and return their sum.
+// Why: the probe values carry rounding noise that depends on how the model's forward
+// was batched, and piecewise-linear models give runs of intervals whose growth is
+// equal in exact arithmetic; without the snap that noise decides largest-remainder
+// ties, so a different chunk size could move a sample. Snapped, equal growth is
+// exactly equal and the tie goes to the lower j. Integers below 2^31 never overflow.
+constexpr int kSnapBits = 30;
+
+double snap_growth(std::vector<double>& a, int64_t N, double S) {
+    int e = 0;
+    std::frexp(S, &e);  // S = m * 2^e, m in [0.5, 1)
+    double total = 0.0;
+    for (int64_t j = 0; j < N; ++j) {
+        a[j] = std::nearbyint(std::ldexp(a[j], kSnapBits - e));
+        total += a[j];
+    }
+    return total;
+}
+
 int bit_length(int64_t v) {
     int bits = 0;
     while (v > 0) { ++bits; v >>= 1; }
@@ -101,7 +121,8 @@ void adaptive_grid_row(const double* L, int64_t N, const GridOptions& opt, doubl
             const double s = std::ldexp(1.0, -(bit_length(N) + 2));
             S = growth_sum(L, N, opt.growth, s, share);
         }
-        for (int64_t j = 0; j < N; ++j) share[j] = share[j] / S;
+        S = snap_growth(share, N, S);
+        for (int64_t j = 0; j < N; ++j) share[j] = (S > 0.0) ? share[j] / S : 1.0 / static_cast<double>(N);
     }
 
     // 3. Largest-remainder apportionment of R = M - floor*N.

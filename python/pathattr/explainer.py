@@ -22,7 +22,7 @@ class Explainer:
         method: "idg" (default) or "ig".
         output: "logit" (default), "softmax", "log_softmax", or f(model_output, target) -> (B,).
         internal_batch_size: path points per forward+backward pass (None: measured default).
-        probe_batch_size: path points per forward-only pass (None: internal_batch_size).
+        probe_batch_size: path points per forward-only pass (None: measured default).
         autocast: None, torch.bfloat16 or torch.float16: run the model under autocast;
             accumulation stays fp32.
         backend: "auto" (Triton kernels for CUDA tensors, torch for CPU), "triton" or "torch".

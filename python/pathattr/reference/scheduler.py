@@ -89,6 +89,25 @@ def _interval_growth(L, N, growth, s):
     return a, S
 
 
+SNAP_BITS = 30
+
+
+def _snap_growth(a, N, S):
+    """Replace each a_j by round(a_j / 2**(e - 30)) with S < 2**e, and sum them.
+
+    Rounding noise in the probe values (it depends on how the model's forward was
+    batched) must not decide largest-remainder ties between intervals whose growth is
+    equal in exact arithmetic, as on piecewise-linear models; snapped, such growth is
+    exactly equal and the tie goes to the lower j. ldexp scales exactly.
+    """
+    _, e = math.frexp(S)  # S = m * 2**e, m in [0.5, 1)
+    snapped = [float(round(math.ldexp(a[j], SNAP_BITS - e))) for j in range(N)]
+    total = 0.0
+    for j in range(N):
+        total += snapped[j]
+    return snapped, total
+
+
 def _grid_one(L, M, growth, placement, floor, eps):
     """One example: exactly M alphas and weights, and N counts."""
     N = len(L) - 1
@@ -105,7 +124,8 @@ def _grid_one(L, M, growth, placement, floor, eps):
             # Finite curve whose differences overflowed: scale by a power of two.
             s = math.ldexp(1.0, -(N.bit_length() + 2))
             a, S = _interval_growth(L, N, growth, s)
-        q = [a[j] / S for j in range(N)]
+        a, S = _snap_growth(a, N, S)
+        q = [a[j] / S if S > 0.0 else 1.0 / N for j in range(N)]
 
     # Step 3: largest-remainder apportionment of R = M - floor*N.
     R = M - floor * N
