@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ._config import as_rows, block_config, check_grid_dim, resolve_backend, triton_available
 
-__all__ = ["accumulate"]
+__all__ = ["accumulate", "accumulate_rows"]
 
 # Largest D-tile per program; tests lower it to exercise several ragged tiles.
 _BLOCK_CAP = 2048
@@ -74,22 +74,24 @@ if triton_available():
 
 
 def _accumulate_torch(g2, diff2, weights, acc2, row_start, S, importance, scale):
-    """Plain-torch twin: pad the chunk to whole examples, then a segmented sum (no
-    index_add_, which uses atomics on CUDA). Same products, computed in acc dtype."""
+    """Plain-torch twin: pad the chunk to whole examples, then batched matrix products
+    per example (no index_add_, which uses atomics on CUDA; no (E, S, D) temporary).
+    Same products, computed in the acc dtype."""
     R, D = g2.shape
     ad = acc2.dtype
     e_lo, e_hi = row_start // S, (row_start + R - 1) // S + 1
     lead, trail = row_start - e_lo * S, e_hi * S - (row_start + R)
-    gp = F.pad(g2.to(ad), (0, 0, lead, trail)).view(e_hi - e_lo, S, D)  # padded rows are 0
+    g = g2.to(ad)
+    gp = (F.pad(g, (0, 0, lead, trail)) if lead or trail else g).view(e_hi - e_lo, S, D)  # padded rows are 0
     coef = weights[e_lo:e_hi].to(ad)
     IF = None
     if importance:
-        IFp = (gp * diff2[e_lo:e_hi, None, :]).sum(-1)
+        IFp = torch.bmm(gp, diff2[e_lo:e_hi].unsqueeze(2)).squeeze(2)
         coef = coef * IFp
         IF = IFp.reshape(-1)[lead:lead + R]
     if scale is not None:
         coef = coef * F.pad(scale.to(ad), (lead, trail)).view(e_hi - e_lo, S)
-    acc2[e_lo:e_hi] += (coef[..., None] * gp).sum(1)
+    acc2[e_lo:e_hi] += torch.bmm(coef.unsqueeze(1), gp).squeeze(1)
     return IF
 
 
@@ -193,13 +195,26 @@ def accumulate(
     g2 = as_rows(grads, R, D)
     diff2 = as_rows(diff, B, D)
 
-    if which == "torch":
-        IF = _accumulate_torch(g2, diff2, weights, acc2, row_start, S, importance, scale)
-    else:
-        IF = _accumulate_triton(g2, diff2, weights, acc2, row_start, S, importance, scale)
+    IF = accumulate_rows(g2, diff2, weights, acc2, row_start, importance, scale, which)
     if write_back:
         acc.copy_(acc2.view(acc.shape))
     return IF
+
+
+def accumulate_rows(g2: torch.Tensor, diff2: torch.Tensor, weights: torch.Tensor, acc2: torch.Tensor,
+                    row_start: int, importance: bool, scale: Optional[torch.Tensor], which: str) -> Optional[torch.Tensor]:
+    """`accumulate` for a trusted caller, without validation: 2-D views only.
+
+    g2 ``(R, D)``, diff2 and acc2 ``(B, D)`` with unit last strides (acc2 a view that
+    writes through), weights ``(B, S)`` and diff2 in acc2's dtype, ``which`` from
+    `resolve_backend`. Used by the engine once per chunk.
+    """
+    R, D = g2.shape
+    if R == 0 or D == 0:
+        return torch.zeros(R, dtype=acc2.dtype, device=acc2.device) if importance else None
+    if which == "torch":
+        return _accumulate_torch(g2, diff2, weights, acc2, row_start, weights.shape[1], importance, scale)
+    return _accumulate_triton(g2, diff2, weights, acc2, row_start, weights.shape[1], importance, scale)
 
 
 def _accumulate_triton(g2, diff2, weights, acc2, row_start, S, importance, scale):

@@ -15,7 +15,7 @@ import torch
 
 from ._config import as_rows, block_config, check_grid_dim, resolve_backend, triton_available
 
-__all__ = ["interpolate"]
+__all__ = ["interpolate", "interpolate_rows"]
 
 # Largest D-tile per program; tests lower it to exercise several ragged tiles.
 _BLOCK_CAP = 4096
@@ -55,17 +55,24 @@ if triton_available():
 
 
 def _interpolate_torch(x2, b2, alphas, row_start, n_rows, S, out2, compute):
-    """Plain-torch twin of the kernel: same formula, same compute dtype, one cast."""
-    dev = x2.device
-    rows = torch.arange(row_start, row_start + n_rows, device=dev)
-    e = torch.div(rows, S, rounding_mode="floor")
-    s = rows - e * S
+    """Plain-torch twin of the kernel: same formula, same compute dtype, one cast.
+
+    Works on whole examples as (E, S, D) with broadcasting (written straight into the
+    output when the chunk is aligned to examples and needs no cast): on CPU with small models this
+    runs once per chunk and its per-op overhead is what the caller pays on top of
+    the model.
+    """
     e_lo, e_hi = row_start // S, (row_start + n_rows - 1) // S + 1
-    el = e - e_lo
-    a = alphas[e, s].to(compute)[:, None]
-    x = x2[e_lo:e_hi].to(compute)[el]
-    b = b2.to(compute) if b2.shape[0] == 1 else b2[e_lo:e_hi].to(compute)[el]  # (1, D) broadcasts
-    out2.copy_(b + a * (x - b))
+    E, D = e_hi - e_lo, x2.shape[1]
+    lead = row_start - e_lo * S
+    a = alphas[e_lo:e_hi].to(compute).unsqueeze(2)  # (E, S, 1)
+    x = x2[e_lo:e_hi].to(compute).unsqueeze(1)  # (E, 1, D)
+    b = (b2 if b2.shape[0] == 1 else b2[e_lo:e_hi]).to(compute).unsqueeze(1)  # (1 or E, 1, D)
+    # Separate multiply and add (no addcmul): the same roundings as the kernel's.
+    if lead == 0 and n_rows == E * S and out2.dtype == compute and out2.is_contiguous():
+        torch.add(b, a * (x - b), out=out2.view(E, S, D))
+    else:
+        out2.copy_((b + a * (x - b)).reshape(E * S, D)[lead:lead + n_rows])
 
 
 def interpolate(
@@ -170,11 +177,27 @@ def interpolate(
     b2 = as_rows(baseline, baseline.shape[0], D)
     fp64 = torch.float64 in (x.dtype, baseline.dtype, alphas.dtype)
 
+    interpolate_rows(x2, b2, alphas, row_start, n_rows, out2, which)
+    return result
+
+
+def interpolate_rows(x2: torch.Tensor, b2: torch.Tensor, alphas: torch.Tensor, row_start: int, n_rows: int,
+                     out2: torch.Tensor, which: str) -> None:
+    """`interpolate` for a trusted caller, without validation: 2-D views only.
+
+    x2 ``(B, D)``, b2 ``(1 or B, D)``, out2 ``(n_rows, D)``, all with a unit last stride;
+    alphas ``(B, S)``; ``which`` from `resolve_backend`. The engine calls this once per
+    chunk after validating the whole batch once, so a chunk pays no Python checks.
+    """
+    S = alphas.shape[1]
+    D = x2.shape[1]
+    if n_rows == 0 or D == 0:
+        return
+    fp64 = torch.float64 in (x2.dtype, b2.dtype, alphas.dtype)
     if which == "torch":
         _interpolate_torch(x2, b2, alphas, row_start, n_rows, S, out2,
                            torch.float64 if fp64 else torch.float32)
-        return result
-
+        return
     BLOCK_D, num_warps = block_config(D, _BLOCK_CAP)
     n_tiles = check_grid_dim(triton.cdiv(D, BLOCK_D), "interpolate (D-tiles)")
     check_grid_dim(n_rows, "interpolate (rows)", limit=2**31 - 1)
@@ -185,4 +208,3 @@ def interpolate(
         alphas.stride(0), alphas.stride(1), out2.stride(0),
         FP64=fp64, BLOCK_D=BLOCK_D, num_warps=num_warps,
     )
-    return result

@@ -5,6 +5,7 @@ was expected, before any model evaluation is spent on a call that cannot succeed
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Optional, Tuple
 
@@ -26,8 +27,19 @@ def check_inputs(inputs: Any, name: str = "inputs") -> torch.Tensor:
     return inputs
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when every element is finite. A sum propagates NaN and Inf, so one cheap
+    reduction decides the common case; only a non-finite sum (which finite values can
+    also give, by overflow) pays for the element-wise check."""
+    if t.numel() == 0:
+        return True
+    if math.isfinite(float(t.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def check_finite(t: torch.Tensor, name: str) -> None:
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero().flatten()[:5].tolist() if t.dim() else []
         raise ValueError(f"{name} contains NaN or Inf (first affected batch rows: {bad})")
 
@@ -89,23 +101,27 @@ def check_choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
     return value
 
 
-def model_device(model: torch.nn.Module) -> Optional[torch.device]:
-    """The device of the model's first parameter or buffer, or None if it has none."""
+def first_tensor(model: Any) -> Optional[torch.Tensor]:
+    """The model's first parameter or buffer (None if it has none or is not a Module).
+
+    A Parameter object survives `model.to(...)` (only its data moves), so holding it
+    lets a device check cost O(1) per call instead of walking the module tree.
+    """
     if not isinstance(model, torch.nn.Module):
         return None
     for t in model.parameters():
-        return t.device
+        return t
     for t in model.buffers():
-        return t.device
+        return t
     return None
 
 
-def check_model(model: Any, inputs: torch.Tensor) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a callable (a torch.nn.Module or a function), got {type(model).__name__}")
-    dev = model_device(model)
-    if dev is not None and dev.type != inputs.device.type or (
-        dev is not None and dev.type == "cuda" and dev.index is not None and inputs.device.index is not None and dev.index != inputs.device.index
+def check_model_device(ref: Optional[torch.Tensor], inputs: torch.Tensor) -> None:
+    if ref is None:
+        return
+    dev = ref.device
+    if dev.type != inputs.device.type or (
+        dev.type == "cuda" and dev.index is not None and inputs.device.index is not None and dev.index != inputs.device.index
     ):
         raise ValueError(f"model is on {dev} but inputs are on {inputs.device}; move one of them with .to(...)")
 

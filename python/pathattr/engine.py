@@ -14,13 +14,14 @@ fp32/fp64 accumulator, so memory is bounded by one chunk. Forward-only passes
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 import torch
 
 from . import fastpath
-from ._validation import check_inputs, check_model, check_positive_int, normalize_forward_args, prepare_baselines
+from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, first_tensor, normalize_forward_args,
+                          prepare_baselines)
 from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
 
 IMPORTANCE = ("none", "exact", "finite_difference")
@@ -43,6 +44,9 @@ class PathBatch:
     target: Optional[torch.Tensor]  # (B,) int64, or None until resolved by argmax
     args: Tuple[Any, ...]
     acc_dtype: torch.dtype
+    _diff: Optional[torch.Tensor] = field(default=None, repr=False)
+    _row_target: Optional[Tuple[int, torch.Tensor]] = field(default=None, repr=False)
+    _rows2d: Optional[Tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -66,8 +70,28 @@ class PathBatch:
         )
 
     def diff(self) -> torch.Tensor:
-        """x - x' in the accumulator dtype, shape (B, *shape)."""
-        return (self.x.to(self.acc_dtype) - self.baseline.to(self.acc_dtype)).expand_as(self.x).contiguous()
+        """x - x' in the accumulator dtype, shape (B, *shape); computed once per batch."""
+        if self._diff is None:
+            self._diff = (self.x.to(self.acc_dtype) - self.baseline.to(self.acc_dtype)).expand_as(self.x).contiguous()
+        return self._diff
+
+    def rows2d(self):
+        """x and x' as (B, D) and (1 or B, D) views with a unit last stride (cached)."""
+        if self._rows2d is None:
+            D = self.x[0].numel() if self.size else 0
+            self._rows2d = (fastpath.as_rows(self.x, self.size, D), fastpath.as_rows(self.baseline, self.baseline.shape[0], D))
+        return self._rows2d
+
+    def row_examples(self, start: int, n: int, S: int) -> torch.Tensor:
+        """The example index of path rows [start, start + n) (rows are example-major)."""
+        return torch.arange(start, start + n, device=self.x.device) // S
+
+    def row_targets(self, start: int, n: int, S: int) -> Optional[torch.Tensor]:
+        if self.target is None:
+            return None
+        if self._row_target is None or self._row_target[0] != S:
+            self._row_target = (S, self.target.repeat_interleave(S))
+        return self._row_target[1][start:start + n]
 
 
 @dataclass
@@ -115,11 +139,12 @@ class PathEngine:
             raise ValueError(f"accumulate_dtype must be None, torch.float32 or torch.float64; got {accumulate_dtype!r}")
         self.accumulate_dtype = accumulate_dtype
         self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
+        self._device_ref = first_tensor(model)  # for an O(1) model/input device check
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
         x = check_inputs(inputs)
-        check_model(self.model, x)
+        check_model_device(self._device_ref, x)
         base = prepare_baselines(baselines, x)
         tgt = parse_target(target, x.shape[0], x.device)
         args = normalize_forward_args(additional_forward_args)
@@ -142,19 +167,27 @@ class PathEngine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast)
 
-    def _forward(self, batch: PathBatch, points: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+    def _forward(self, batch: PathBatch, points: torch.Tensor, start: int, S: int) -> torch.Tensor:
+        """The model on path rows [start, start + len(points)), with their extra args."""
+        args = batch.args_for(batch.row_examples(start, points.shape[0], S)) if batch.args else ()
         with self._context(points.device):
-            out = self.model(points, *batch.args_for(examples))
+            out = self.model(points, *args)
         return check_model_output(out, points.shape[0], self.output)
 
-    def _points(self, batch: PathBatch, alphas: torch.Tensor, start: int, rows: int, capacity: int) -> torch.Tensor:
+    def _points(self, batch: PathBatch, alphas: torch.Tensor, start: int, rows: int, capacity: int,
+                which: str) -> torch.Tensor:
         """Interpolate rows [start, start + rows) of the path batch into the reused buffer."""
-        shape = (capacity,) + tuple(batch.x.shape[1:])
+        x2, b2 = batch.rows2d()
+        D = x2.shape[1]
         buf = self._buffer
-        if buf is None or buf.shape[0] < capacity or buf.shape[1:] != shape[1:] or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
-            buf = self._buffer = torch.empty(shape, dtype=batch.x.dtype, device=batch.x.device)
-        return fastpath.interpolate(batch.x, batch.baseline, alphas, row_start=start, n_rows=rows,
-                                    out=buf, backend=self.backend)
+        if (buf is None or buf.shape[0] < capacity or buf.shape[1] != D or buf.dtype != batch.x.dtype
+                or buf.device != batch.x.device):
+            buf = self._buffer = torch.empty((capacity, D), dtype=batch.x.dtype, device=batch.x.device)
+        fastpath.interpolate_rows(x2, b2, alphas, start, rows, buf[:rows], which)
+        return buf[:rows].view((rows,) + tuple(batch.x.shape[1:]))
+
+    def _backend(self, batch: PathBatch) -> str:
+        return fastpath.resolve_backend(self.backend, batch.x)
 
     def _alphas_on_device(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
         dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
@@ -173,9 +206,11 @@ class PathEngine:
         examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
         step = self.rows_per_chunk(batch, forward_only=True)
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), self._context(points.device):
             for s in range(0, points.shape[0], step):
-                outs.append(self._forward(batch, points[s:s + step], examples[s:s + step].to(points.device)))
+                chunk = points[s:s + step]
+                args = batch.args_for(examples[s:s + step].to(points.device)) if batch.args else ()
+                outs.append(check_model_output(self.model(chunk, *args), chunk.shape[0], self.output))
         out = torch.cat(outs, 0)
         if batch.target is None and out.dim() == 2:
             batch.target = out[:B].argmax(1)
@@ -193,14 +228,14 @@ class PathEngine:
         a = self._alphas_on_device(batch, alphas)
         values = torch.empty(B * S, dtype=batch.acc_dtype, device=batch.x.device)
         step = self.rows_per_chunk(batch, forward_only=True)
-        rows_example = torch.arange(B * S, device=batch.x.device) // S
+        which = self._backend(batch)
         with torch.no_grad():
             for s in range(0, B * S, step):
                 n = min(step, B * S - s)
-                ex = rows_example[s:s + n]
-                out = self._forward(batch, self._points(batch, a, s, n, step), ex)
-                check_target_range(batch.target, out, self.output)
-                values[s:s + n] = select_output(out, None if batch.target is None else batch.target[ex], self.output)
+                out = self._forward(batch, self._points(batch, a, s, n, step, which), s, S)
+                if s == 0:
+                    check_target_range(batch.target, out, self.output)
+                values[s:s + n] = select_output(out, batch.row_targets(s, n, S), self.output)
         _check_finite_values(values.view(B, S), "F along the path")
         return values.view(B, S)
 
@@ -222,35 +257,38 @@ class PathEngine:
         a = self._alphas_on_device(batch, alphas)
         w = weights.to(device=dev, dtype=batch.acc_dtype).contiguous()
         diff = batch.diff()
+        D = diff[0].numel()
+        diff2 = diff.view(B, D)
         acc = torch.zeros(batch.x.shape, dtype=batch.acc_dtype, device=dev)
+        acc2 = acc.view(B, D)
         values = torch.empty(B * S, dtype=batch.acc_dtype, device=dev)
         scales = torch.empty(B * S, dtype=batch.acc_dtype, device=dev) if importance != "none" else None
         step = self.rows_per_chunk(batch)
-        rows_example = torch.arange(B * S, device=dev) // S
+        which = self._backend(batch)
         for s in range(0, B * S, step):
             n = min(step, B * S - s)
-            ex = rows_example[s:s + n]
-            points = self._points(batch, a, s, n, step).detach().requires_grad_(True)
+            points = self._points(batch, a, s, n, step, which).detach().requires_grad_(True)
             with torch.enable_grad():
-                out = self._forward(batch, points, ex)
-                check_target_range(batch.target, out, self.output)
-                f = select_output(out, None if batch.target is None else batch.target[ex], self.output)
+                out = self._forward(batch, points, s, S)
+                if s == 0:
+                    check_target_range(batch.target, out, self.output)
+                f = select_output(out, batch.row_targets(s, n, S), self.output)
                 if f.requires_grad:
                     (g,) = torch.autograd.grad(f.sum(), points, allow_unused=True)
                 else:  # the output does not depend on the input at all
                     g = None
-            if g is None:
-                g = torch.zeros_like(points)
-            values[s:s + n] = f.detach().to(batch.acc_dtype)
+            g2 = fastpath.as_rows(g, n, D) if g is not None else torch.zeros((n, D), dtype=points.dtype, device=dev)
+            values[s:s + n].copy_(f.detach())
             if importance == "exact":
-                scales[s:s + n] = fastpath.accumulate(g, diff, w, acc, row_start=s, importance=True, backend=self.backend)
+                scales[s:s + n] = fastpath.accumulate_rows(g2, diff2, w, acc2, s, True, None, which)
             elif importance == "finite_difference":
-                fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g, diff, ex)
+                fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g2, diff2,
+                                             batch.row_examples(s, n, S))
                 scales[s:s + n] = fd
-                fastpath.accumulate(g, diff, w, acc, row_start=s, scale=fd, backend=self.backend)
+                fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, fd, which)
             else:
-                fastpath.accumulate(g, diff, w, acc, row_start=s, backend=self.backend)
-        if acc.numel() and not bool(torch.isfinite(acc).all()):
+                fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, None, which)
+        if not all_finite(acc):
             bad = (~torch.isfinite(acc.view(B, -1))).any(1).nonzero().flatten()[:5].tolist()
             raise FloatingPointError(
                 f"the path integral is not finite for inputs {bad}: the model produced NaN/Inf gradients or outputs "
@@ -285,6 +323,6 @@ class PathEngine:
 
 def _check_finite_values(values: torch.Tensor, what: str) -> None:
     """No silent NaNs: a non-finite model output stops the call and says where."""
-    if values.numel() and not bool(torch.isfinite(values).all()):
+    if not all_finite(values):
         bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(1).nonzero().flatten()[:5].tolist()
         raise FloatingPointError(f"the model's output is NaN or Inf: {what}, for inputs {bad}")

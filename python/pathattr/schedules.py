@@ -7,6 +7,7 @@ the one host round trip of an adaptive method.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -38,11 +39,17 @@ def quadrature(method: str, n: int):
     return _scheduler.quadrature(method, n)
 
 
-def uniform(method: str, n: int, batch: int) -> Schedule:
+@functools.lru_cache(maxsize=64)
+def _rule_tensors(method: str, n: int):
+    # Gauss-Legendre is O(n^2) Newton work: compute each rule once per process.
     a, w = quadrature(method, n)
-    a = torch.from_numpy(np.ascontiguousarray(a)).view(1, -1).expand(batch, -1)
-    w = torch.from_numpy(np.ascontiguousarray(w)).view(1, -1).expand(batch, -1)
-    return Schedule(a, w)
+    return torch.from_numpy(np.ascontiguousarray(a)).view(1, -1), torch.from_numpy(np.ascontiguousarray(w)).view(1, -1)
+
+
+def uniform(method: str, n: int, batch: int) -> Schedule:
+    """The same rule for every example: (B, n) views of one (1, n) row (read-only)."""
+    a, w = _rule_tensors(method, n)
+    return Schedule(a.expand(batch, -1), w.expand(batch, -1))
 
 
 def probe_alphas(n_probe: int) -> torch.Tensor:
