@@ -6,10 +6,12 @@ Cases: the bundled DigitsCNN (1x8x8) and a deeper ResidualCNN (3x32x32), batch 1
 and 32, 50 steps. Providers:
   pathattr_ig       pa.integrated_gradients, default settings (gausslegendre, auto chunk)
   pathattr_idg      pa.integrated_decision_gradients, default (adaptive, M=50, N=12)
+  pathattr_*_explainer  the same through one reused Explainer (the service path)
   captum_ig         Captum 0.9 IntegratedGradients, its defaults (one batch of B*50)
   captum_ig_best    Captum with its best internal_batch_size (multiples of B)
   bare_fwd_bwd      the floor for IG: forward + input-gradient backward of the same
-                    B*50 pre-built path points, at the best chunk size
+                    B*50 pre-built path points, at the best of many chunk sizes
+                    (pathattr's default among them)
   bare_idg          the floor for IDG: bare forward-only of B*13 probe points at the
                     best chunk plus bare_fwd_bwd
 On CPU only ratios in one run mean anything; absolute times are for this machine.
@@ -29,7 +31,7 @@ from pathattr.data.models import ResidualCNN
 from .harness import Row, best_chunk, environment, table, time_provider, write_results
 
 STEPS = 50
-CHUNKS = [16, 32, 64, 128, 256]
+CHUNKS = [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
 
 
 def _bare_fwd_bwd(model, points, target, chunk):
@@ -67,20 +69,26 @@ def run_case(name, model, x, repeat):
     print(f"{name}: batch {B}, {STEPS} steps", flush=True)
     pts = _path_points(x, STEPS)
     tgt = target.repeat_interleave(STEPS)
-    chunks = sorted(set([c for c in CHUNKS if c < pts.shape[0]] + [pts.shape[0]]))
+    ours = pa.Explainer(model, "ig").engine.rows_per_chunk(pa.Explainer(model).engine.prepare(x, target=target))
+    # The floor is the best over many chunk sizes, pathattr's own default among them.
+    chunks = sorted(set([c for c in CHUNKS + [ours] if c < pts.shape[0]] + [pts.shape[0]]))
     c, s, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c), chunks, repeat, "cpu")
     add("bare_fwd_bwd", s, chunk=c, chunk_medians=med)
     n_probe = max(2, STEPS // 4) + 1
     ppts = _path_points(x, n_probe)
     ptgt = target.repeat_interleave(n_probe)
-    pchunks = sorted(set([c for c in CHUNKS if c < ppts.shape[0]] + [ppts.shape[0]]))
+    pchunks = sorted(set([c for c in CHUNKS + [2 * ours] if c < ppts.shape[0]] + [ppts.shape[0]]))
     cf, sf, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c), pchunks, repeat, "cpu")
     add("bare_fwd_probe", sf, chunk=cf, chunk_medians=medf)
     floor_idg = [a + b for a, b in zip(sorted(s), sorted(sf))]
     add("bare_idg", floor_idg, note="bare_fwd_probe + bare_fwd_bwd")
 
-    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, n_steps=STEPS), repeat))
+    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, n_steps=STEPS), repeat),
+        chunk=ours)
     add("pathattr_idg", time_provider(lambda: pa.integrated_decision_gradients(model, x, target=target, n_steps=STEPS), repeat))
+    ex_ig, ex_idg = pa.Explainer(model, "ig", n_steps=STEPS), pa.Explainer(model, "idg", n_steps=STEPS)
+    add("pathattr_ig_explainer", time_provider(lambda: ex_ig.attribute(x, target=target), repeat))
+    add("pathattr_idg_explainer", time_provider(lambda: ex_idg.attribute(x, target=target), repeat))
     try:
         from captum.attr import IntegratedGradients
     except ImportError:
@@ -132,13 +140,17 @@ def summarize(rows):
     by = {}
     for r in rows:
         by.setdefault(r.case, {})[r.provider] = r.median_s
-    lines = [f"{'case':<22}{'IG/captum':>11}{'IG/captum_best':>16}{'IG/bare':>10}{'IDG/bare':>10}"]
+    lines = [f"{'case':<22}{'IG/captum':>11}{'IG/captum_best':>16}{'IG/bare':>10}{'IDG/bare':>10}"
+             f"{'IG/bare (Explainer)':>21}{'IDG/bare (Explainer)':>22}"]
+    nan = float("nan")
     for case, p in by.items():
         cap = p.get("captum_ig")
         capb = p.get("captum_ig_best")
-        lines.append(f"{case:<22}{p['pathattr_ig'] / cap if cap else float('nan'):>11.3f}"
-                     f"{p['pathattr_ig'] / capb if capb else float('nan'):>16.3f}"
-                     f"{p['pathattr_ig'] / p['bare_fwd_bwd']:>10.3f}{p['pathattr_idg'] / p['bare_idg']:>10.3f}")
+        lines.append(f"{case:<22}{p['pathattr_ig'] / cap if cap else nan:>11.3f}"
+                     f"{p['pathattr_ig'] / capb if capb else nan:>16.3f}"
+                     f"{p['pathattr_ig'] / p['bare_fwd_bwd']:>10.3f}{p['pathattr_idg'] / p['bare_idg']:>10.3f}"
+                     f"{p['pathattr_ig_explainer'] / p['bare_fwd_bwd']:>21.3f}"
+                     f"{p['pathattr_idg_explainer'] / p['bare_idg']:>22.3f}")
     return lines
 
 

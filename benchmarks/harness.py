@@ -71,16 +71,24 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 3, device: str = "cpu") -> List[float]:
+def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 3, device: str = "cpu",
+                  min_sample_s: float = 0.05) -> List[float]:
+    """`repeat` samples of the time of one call. A call shorter than `min_sample_s` is
+    repeated inside each sample (the count is fixed after warm-up) so that timer
+    resolution and scheduler noise do not decide millisecond-scale results."""
+    t0 = time.perf_counter()
     for _ in range(warmup):  # several: oneDNN builds kernels per new batch shape
         fn()
     _sync(device)
+    per_call = (time.perf_counter() - t0) / max(1, warmup)
+    inner = max(1, int(min_sample_s / max(per_call, 1e-9))) if warmup else 1
     samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         _sync(device)
-        samples.append(time.perf_counter() - t0)
+        samples.append((time.perf_counter() - t0) / inner)
     return samples
 
 

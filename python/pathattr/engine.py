@@ -193,17 +193,21 @@ class PathEngine:
         dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
         return alphas.to(device=batch.x.device, dtype=dtype).contiguous()
 
-    def endpoints(self, batch: PathBatch) -> Tuple[torch.Tensor, torch.Tensor]:
+    def endpoints(self, batch: PathBatch, baselines: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """F(x) and F(x') for every input, in one forward-only pass over x and x'.
 
         Resolves target=None to the argmax of model(x) (stored on the batch). A
         shared baseline is evaluated once unless extra forward args are per input.
+        With baselines=False only x is evaluated and F(x') is None.
         """
         B = batch.size
         per_input = not batch.shared_baseline or batch.batched_args()
-        base_rows = batch.baseline.expand_as(batch.x) if per_input else batch.baseline[:1]
-        points = torch.cat([batch.x, base_rows.to(batch.x.dtype)], 0)
-        examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
+        if not baselines:
+            points, examples = batch.x, torch.arange(B)
+        else:
+            base_rows = batch.baseline.expand_as(batch.x) if per_input else batch.baseline[:1]
+            points = torch.cat([batch.x, base_rows.to(batch.x.dtype)], 0)
+            examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
         step = self.rows_per_chunk(batch, forward_only=True)
         outs = []
         with torch.no_grad(), self._context(points.device):
@@ -216,9 +220,11 @@ class PathEngine:
             batch.target = out[:B].argmax(1)
         check_target_range(batch.target, out, self.output)
         f_x = select_output(out[:B], batch.target, self.output)
+        _check_finite_values(f_x, "F(x) at the inputs")
+        if not baselines:
+            return f_x.to(batch.acc_dtype), None
         base_out = out[B:] if per_input else out[B:].expand((B,) + tuple(out.shape[1:]))
         f_b = select_output(base_out, batch.target, self.output)
-        _check_finite_values(f_x, "F(x) at the inputs")
         _check_finite_values(f_b, "F(x') at the baselines")
         return f_x.to(batch.acc_dtype), f_b.to(batch.acc_dtype)
 
@@ -232,7 +238,7 @@ class PathEngine:
         with torch.no_grad():
             for s in range(0, B * S, step):
                 n = min(step, B * S - s)
-                out = self._forward(batch, self._points(batch, a, s, n, step, which), s, S)
+                out = self._forward(batch, self._points(batch, a, s, n, min(step, B * S), which), s, S)
                 if s == 0:
                     check_target_range(batch.target, out, self.output)
                 values[s:s + n] = select_output(out, batch.row_targets(s, n, S), self.output)
@@ -267,7 +273,7 @@ class PathEngine:
         which = self._backend(batch)
         for s in range(0, B * S, step):
             n = min(step, B * S - s)
-            points = self._points(batch, a, s, n, step, which).detach().requires_grad_(True)
+            points = self._points(batch, a, s, n, min(step, B * S), which).detach().requires_grad_(True)
             with torch.enable_grad():
                 out = self._forward(batch, points, s, S)
                 if s == 0:

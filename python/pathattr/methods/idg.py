@@ -62,21 +62,23 @@ def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[in
 def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: bool, want_details: bool) -> AttributionResult:
     if batch.size == 0:
         return empty_result(batch, NAME, cfg)
-    adaptive = cfg["schedule"] != "uniform"
-    need_ends = (adaptive or batch.target is None or want_delta or want_details
-                 or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness")
-    ends = engine.endpoints(batch) if need_ends else None
     extra = {}
-    if adaptive:
-        n = cfg["n_probe"]
-        probe_a = schedules.probe_alphas(n)
-        inner = probe_a[1:-1].view(1, -1).expand(batch.size, -1)
-        f_x, f_b = ends
-        mid = engine.path_values(batch, inner) if n > 1 else f_x.new_zeros(batch.size, 0)
-        curve = torch.cat([f_b.view(-1, 1), mid, f_x.view(-1, 1)], 1)
+    if cfg["schedule"] != "uniform":
+        # One forward-only pass over the N + 1 probe points gives the curve and both
+        # ends (alpha = 0 is x' exactly; alpha = 1 is x up to one rounding, replaced
+        # by the exact F(x) when target=None needed model(x) first anyway).
+        f_x = engine.endpoints(batch, baselines=False)[0] if batch.target is None else None
+        probe_a = schedules.probe_alphas(cfg["n_probe"])
+        curve = engine.path_values(batch, probe_a.view(1, -1).expand(batch.size, -1))
+        if f_x is not None:
+            curve[:, -1] = f_x
+        ends = (curve[:, -1], curve[:, 0])
         sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"], floor=cfg["floor"])
         extra = {"probe_alphas": probe_a, "probe_curve": curve}
     else:
+        need_ends = (batch.target is None or want_delta or want_details
+                     or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness")
+        ends = engine.endpoints(batch) if need_ends else None
         sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
     integral = engine.integrate(batch, sched.alphas, sched.weights, importance=cfg["importance"],
                                 baseline_values=None if ends is None else ends[1])
