@@ -19,6 +19,7 @@ On CPU only ratios in one run mean anything; absolute times are for this machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 from pathlib import Path
 
@@ -34,18 +35,24 @@ STEPS = 50
 CHUNKS = [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
 
 
-def _bare_fwd_bwd(model, points, target, chunk):
+def _precision(device, autocast):
+    """The same precision for every provider of a case: autocast or nothing."""
+    return torch.autocast(device_type=device.split(":")[0], dtype=autocast) if autocast else contextlib.nullcontext()
+
+
+def _bare_fwd_bwd(model, points, target, chunk, device="cpu", autocast=None):
     def run():
         for s in range(0, points.shape[0], chunk):
             p = points[s:s + chunk].detach().requires_grad_(True)
-            out = model(p)
-            torch.autograd.grad(out.gather(1, target[s:s + chunk].view(-1, 1)).sum(), p)
+            with _precision(device, autocast):
+                out = model(p)
+            torch.autograd.grad(out.float().gather(1, target[s:s + chunk].view(-1, 1)).sum(), p)
     return run
 
 
-def _bare_fwd(model, points, target, chunk):
+def _bare_fwd(model, points, target, chunk, device="cpu", autocast=None):
     def run():
-        with torch.no_grad():
+        with torch.no_grad(), _precision(device, autocast):
             for s in range(0, points.shape[0], chunk):
                 model(points[s:s + chunk]).gather(1, target[s:s + chunk].view(-1, 1))
     return run
@@ -56,49 +63,56 @@ def _path_points(x, n):
     return (alphas.view(1, -1, *([1] * (x.dim() - 1))) * x.unsqueeze(1)).reshape((-1,) + tuple(x.shape[1:]))
 
 
-def run_case(name, model, x, repeat):
+def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
+    """Time every provider on one (model, batch). `device` names where x and model live."""
     B = x.shape[0]
     with torch.no_grad():
         target = model(x).argmax(1)
     rows = []
 
     def add(provider, samples, **extra):
-        rows.append(Row(name, provider, B, STEPS, "cpu", samples, extra=extra))
+        rows.append(Row(name, provider, B, steps, device, samples, extra=extra))
         print(f"  {provider:<18} median {1e3 * rows[-1].median_s:9.2f} ms", flush=True)
 
-    print(f"{name}: batch {B}, {STEPS} steps", flush=True)
-    pts = _path_points(x, STEPS)
-    tgt = target.repeat_interleave(STEPS)
+    print(f"{name}: batch {B}, {steps} steps on {device}", flush=True)
+    pts = _path_points(x, steps)
+    tgt = target.repeat_interleave(steps)
     ours = pa.Explainer(model, "ig").engine.rows_per_chunk(pa.Explainer(model).engine.prepare(x, target=target))
     # The floor is the best over many chunk sizes, pathattr's own default among them.
     chunks = sorted(set([c for c in CHUNKS + [ours] if c < pts.shape[0]] + [pts.shape[0]]))
-    c, s, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c), chunks, repeat, "cpu")
+    c, s, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c, device, autocast), chunks, repeat, device)
     add("bare_fwd_bwd", s, chunk=c, chunk_medians=med)
-    n_probe = max(2, STEPS // 4) + 1
+    n_probe = max(2, steps // 4) + 1
     ppts = _path_points(x, n_probe)
     ptgt = target.repeat_interleave(n_probe)
     pchunks = sorted(set([c for c in CHUNKS + [2 * ours] if c < ppts.shape[0]] + [ppts.shape[0]]))
-    cf, sf, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c), pchunks, repeat, "cpu")
+    cf, sf, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c, device, autocast), pchunks, repeat, device)
     add("bare_fwd_probe", sf, chunk=cf, chunk_medians=medf)
     floor_idg = [a + b for a, b in zip(sorted(s), sorted(sf))]
     add("bare_idg", floor_idg, note="bare_fwd_probe + bare_fwd_bwd")
 
-    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, n_steps=STEPS), repeat),
+    kw = dict(n_steps=steps, autocast=autocast)
+    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, **kw), repeat, device=device),
         chunk=ours)
-    add("pathattr_idg", time_provider(lambda: pa.integrated_decision_gradients(model, x, target=target, n_steps=STEPS), repeat))
-    ex_ig, ex_idg = pa.Explainer(model, "ig", n_steps=STEPS), pa.Explainer(model, "idg", n_steps=STEPS)
-    add("pathattr_ig_explainer", time_provider(lambda: ex_ig.attribute(x, target=target), repeat))
-    add("pathattr_idg_explainer", time_provider(lambda: ex_idg.attribute(x, target=target), repeat))
+    add("pathattr_idg", time_provider(lambda: pa.integrated_decision_gradients(model, x, target=target, **kw), repeat,
+                                      device=device))
+    ex_ig, ex_idg = pa.Explainer(model, "ig", **kw), pa.Explainer(model, "idg", **kw)
+    add("pathattr_ig_explainer", time_provider(lambda: ex_ig.attribute(x, target=target), repeat, device=device))
+    add("pathattr_idg_explainer", time_provider(lambda: ex_idg.attribute(x, target=target), repeat, device=device))
     try:
         from captum.attr import IntegratedGradients
     except ImportError:
         print("  captum not installed: skipping the peer")
         return rows
     ig = IntegratedGradients(model)
-    add("captum_ig", time_provider(lambda: ig.attribute(x, target=target, n_steps=STEPS), repeat))
-    cands = sorted(set(B * k for k in (1, 2, 4, 8, 16, 32, 50) if B * k <= B * STEPS))
-    cb, sb, medb = best_chunk(lambda c: (lambda: ig.attribute(x, target=target, n_steps=STEPS, internal_batch_size=c)),
-                              cands, repeat, "cpu")
+
+    def captum(ibs=None):
+        with _precision(device, autocast):
+            return ig.attribute(x, target=target, n_steps=steps, internal_batch_size=ibs)
+
+    add("captum_ig", time_provider(captum, repeat, device=device))
+    cands = sorted(set(B * k for k in (1, 2, 4, 8, 16, 32, 50) if B * k <= B * steps))
+    cb, sb, medb = best_chunk(lambda c: (lambda: captum(c)), cands, repeat, device)
     add("captum_ig_best", sb, internal_batch_size=cb, chunk_medians=medb)
     return rows
 

@@ -26,13 +26,15 @@ from .targets import check_model_output, check_output, check_target_range, parse
 
 IMPORTANCE = ("none", "exact", "finite_difference")
 # Default chunk: as many path points as fit a budget of input elements, within
-# [MIN_ROWS, MAX_ROWS]. Measured on this project's 2-core CPU (fwd+bwd, ms per point):
-# the digits CNN (64 features) is fastest at ~1600 points per chunk (0.025 vs 0.041
-# at 64); a residual CNN on 3x32x32 is flat from 16 to 256 points and 2x slower at
-# 512+. 2**17 elements gives 2048 and 42 points. Forward-only passes keep no graph,
-# so they get twice the budget. CUDA's budget is a first guess until measured there.
+# [MIN_ROWS, max rows]. Measured on this project's 2-core CPU (benchmarks/cpu.py,
+# forward+backward of 1,600 points, ms): the digits CNN (64 features) takes 34 ms in
+# chunks of 1024, 39 in one chunk of 1600, 51 in chunks of 64; a residual CNN on
+# 3x32x32 takes 1118-1169 ms in chunks of 32-48, 1613 at 16 and 2740 at 512.
+# 2**17 elements capped at 1024 points gives 1024 and 42. Forward-only passes keep no
+# graph, so they get twice the chunk. CUDA's numbers are a first guess until measured.
 _BUDGET = {"cpu": 2 ** 17, "cuda": 2 ** 25}
-MIN_ROWS, MAX_ROWS = 16, 4096
+_MAX_ROWS = {"cpu": 1024, "cuda": 4096}
+MIN_ROWS = 16
 
 
 @dataclass
@@ -112,7 +114,7 @@ class PathEngine:
         output: "logit" (default), "softmax", "log_softmax" or f(model_output, target) -> (rows,).
         internal_batch_size: path points per forward+backward chunk; None picks a
             budget of input elements per chunk (2**17 on CPU, as measured; see
-            _BUDGET), clamped to [16, 4096] points.
+            _BUDGET), clamped to [16, 1024] points on CPU, [16, 4096] on CUDA.
         probe_batch_size: path points per forward-only chunk; None = twice the
             gradient chunk (forward-only passes keep no graph).
         autocast: None or a dtype (torch.bfloat16 / torch.float16) to run the model
@@ -158,7 +160,8 @@ class PathEngine:
         rows = self.internal_batch_size
         if rows is None:
             features = max(1, batch.x[0].numel()) if batch.x.shape[0] else 1
-            rows = int(min(MAX_ROWS, max(MIN_ROWS, _BUDGET.get(batch.x.device.type, _BUDGET["cpu"]) // features)))
+            kind = batch.x.device.type if batch.x.device.type in _BUDGET else "cpu"
+            rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // features)))
         return 2 * rows if forward_only else rows
 
     # ----------------------------------------------------------------- forward
