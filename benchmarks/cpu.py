@@ -14,7 +14,8 @@ and 32, 50 steps. Providers:
                     (pathattr's default among them)
   bare_idg          the floor for IDG: bare forward-only of B*13 probe points at the
                     best chunk plus bare_fwd_bwd
-On CPU only ratios in one run mean anything; absolute times are for this machine.
+Providers are sampled round-robin, so drifts of a shared machine hit all alike. On
+CPU only ratios in one run mean anything; absolute times are for this machine.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import pathattr as pa
 from pathattr.data.digits import load_digits_data, load_digits_model
 from pathattr.data.models import ResidualCNN
 
-from .harness import Row, best_chunk, environment, table, time_provider, write_results
+from .harness import Row, best_chunk, environment, table, time_interleaved, write_results
 
 STEPS = 50
 CHUNKS = [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
@@ -64,56 +65,63 @@ def _path_points(x, n):
 
 
 def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
-    """Time every provider on one (model, batch). `device` names where x and model live."""
+    """Time every provider on one (model, batch). `device` names where x and model live.
+
+    First the chunk sizes of the floor and Captum's internal_batch_size are chosen by
+    sweeps (3 samples each); then every provider is timed round-robin (`repeat` rounds).
+    """
     B = x.shape[0]
     with torch.no_grad():
         target = model(x).argmax(1)
-    rows = []
-
-    def add(provider, samples, **extra):
-        rows.append(Row(name, provider, B, steps, device, samples, extra=extra))
-        print(f"  {provider:<18} median {1e3 * rows[-1].median_s:9.2f} ms", flush=True)
-
     print(f"{name}: batch {B}, {steps} steps on {device}", flush=True)
     pts = _path_points(x, steps)
     tgt = target.repeat_interleave(steps)
     ours = pa.Explainer(model, "ig").engine.rows_per_chunk(pa.Explainer(model).engine.prepare(x, target=target))
     # The floor is the best over many chunk sizes, pathattr's own default among them.
     chunks = sorted(set([c for c in CHUNKS + [ours] if c < pts.shape[0]] + [pts.shape[0]]))
-    c, s, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c, device, autocast), chunks, repeat, device)
-    add("bare_fwd_bwd", s, chunk=c, chunk_medians=med)
+    c, _, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c, device, autocast), chunks, 3, device)
     n_probe = max(2, steps // 4) + 1
     ppts = _path_points(x, n_probe)
     ptgt = target.repeat_interleave(n_probe)
     pchunks = sorted(set([c for c in CHUNKS + [2 * ours] if c < ppts.shape[0]] + [ppts.shape[0]]))
-    cf, sf, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c, device, autocast), pchunks, repeat, device)
-    add("bare_fwd_probe", sf, chunk=cf, chunk_medians=medf)
-    floor_idg = [a + b for a, b in zip(sorted(s), sorted(sf))]
-    add("bare_idg", floor_idg, note="bare_fwd_probe + bare_fwd_bwd")
+    cf, _, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c, device, autocast), pchunks, 3, device)
 
     kw = dict(n_steps=steps, autocast=autocast)
-    add("pathattr_ig", time_provider(lambda: pa.integrated_gradients(model, x, target=target, **kw), repeat, device=device),
-        chunk=ours)
-    add("pathattr_idg", time_provider(lambda: pa.integrated_decision_gradients(model, x, target=target, **kw), repeat,
-                                      device=device))
     ex_ig, ex_idg = pa.Explainer(model, "ig", **kw), pa.Explainer(model, "idg", **kw)
-    add("pathattr_ig_explainer", time_provider(lambda: ex_ig.attribute(x, target=target), repeat, device=device))
-    add("pathattr_idg_explainer", time_provider(lambda: ex_idg.attribute(x, target=target), repeat, device=device))
+    providers = {
+        "bare_fwd_bwd": _bare_fwd_bwd(model, pts, tgt, c, device, autocast),
+        "bare_fwd_probe": _bare_fwd(model, ppts, ptgt, cf, device, autocast),
+        "pathattr_ig": lambda: pa.integrated_gradients(model, x, target=target, **kw),
+        "pathattr_idg": lambda: pa.integrated_decision_gradients(model, x, target=target, **kw),
+        "pathattr_ig_explainer": lambda: ex_ig.attribute(x, target=target),
+        "pathattr_idg_explainer": lambda: ex_idg.attribute(x, target=target),
+    }
+    extra = {"bare_fwd_bwd": {"chunk": c, "chunk_medians": med}, "bare_fwd_probe": {"chunk": cf, "chunk_medians": medf},
+             "pathattr_ig": {"chunk": ours}}
     try:
         from captum.attr import IntegratedGradients
     except ImportError:
         print("  captum not installed: skipping the peer")
-        return rows
-    ig = IntegratedGradients(model)
+        IntegratedGradients = None
+    if IntegratedGradients is not None:
+        ig = IntegratedGradients(model)
 
-    def captum(ibs=None):
-        with _precision(device, autocast):
-            return ig.attribute(x, target=target, n_steps=steps, internal_batch_size=ibs)
+        def captum(ibs=None):
+            with _precision(device, autocast):
+                return ig.attribute(x, target=target, n_steps=steps, internal_batch_size=ibs)
 
-    add("captum_ig", time_provider(captum, repeat, device=device))
-    cands = sorted(set(B * k for k in (1, 2, 4, 8, 16, 32, 50) if B * k <= B * steps))
-    cb, sb, medb = best_chunk(lambda c: (lambda: captum(c)), cands, repeat, device)
-    add("captum_ig_best", sb, internal_batch_size=cb, chunk_medians=medb)
+        cands = sorted(set(B * k for k in (1, 2, 4, 8, 16, 32, 50) if B * k <= B * steps))
+        cb, _, medb = best_chunk(lambda c: (lambda: captum(c)), cands, 3, device)
+        providers["captum_ig"] = captum
+        providers["captum_ig_best"] = lambda: captum(cb)
+        extra["captum_ig_best"] = {"internal_batch_size": cb, "chunk_medians": medb}
+    samples = time_interleaved(providers, repeat, device=device)
+    samples["bare_idg"] = [a + b for a, b in zip(samples["bare_fwd_bwd"], samples["bare_fwd_probe"])]
+    extra["bare_idg"] = {"note": "bare_fwd_probe + bare_fwd_bwd, same round"}
+    rows = []
+    for provider, smp in samples.items():
+        rows.append(Row(name, provider, B, steps, device, smp, extra=extra.get(provider, {})))
+        print(f"  {provider:<24} median {1e3 * rows[-1].median_s:9.2f} ms", flush=True)
     return rows
 
 

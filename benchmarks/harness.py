@@ -92,6 +92,30 @@ def time_provider(fn: Callable[[], object], repeat: int = 5, warmup: int = 3, de
     return samples
 
 
+def time_interleaved(providers: Dict[str, Callable[[], object]], repeat: int = 5, warmup: int = 3,
+                     device: str = "cpu", min_sample_s: float = 0.05) -> Dict[str, List[float]]:
+    """Like `time_provider` for several providers, sampled round-robin: sample i of every
+    provider is taken in the same stretch of time, so drifts of a shared or throttled
+    machine hit all of them alike and their ratios stay meaningful."""
+    inner = {}
+    for name, fn in providers.items():
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        per_call = (time.perf_counter() - t0) / max(1, warmup)
+        inner[name] = max(1, int(min_sample_s / max(per_call, 1e-9)))
+    samples: Dict[str, List[float]] = {name: [] for name in providers}
+    for _ in range(repeat):
+        for name, fn in providers.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return samples
+
+
 def best_chunk(make: Callable[[int], Callable[[], object]], chunks: List[int], repeat: int, device: str):
     """Time `make(chunk)` for every chunk size; return (best chunk, its samples, all medians)."""
     medians, best = {}, None
