@@ -1,4 +1,6 @@
 """The engine's plumbing: backends, baselines, targets, outputs, forward args, dtypes."""
+import copy
+
 import pytest
 import torch
 
@@ -129,3 +131,17 @@ def test_explainer_validates_engine_settings():
         pa.Explainer(model, probe_batch_size=0)
     with pytest.raises(TypeError, match="model"):
         pa.Explainer("not a model")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_cuda_matches_cpu(autocast, seed):
+    """On a GPU the whole loop (Triton kernels, CUDA model) agrees with the CPU fp64 result."""
+    model = randomize_bn(BNCNN(classes=4)).double()
+    x = torch.randn(5, 3, 9, 7, dtype=torch.float64)
+    gpu_model = copy.deepcopy(model).float().cuda()
+    for fn in (pa.integrated_gradients, pa.integrated_decision_gradients):
+        want = fn(model, x, target=1, n_steps=32)
+        got = fn(gpu_model, x.float().cuda(), target=1, n_steps=32, autocast=autocast).cpu().double()
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel < (3e-2 if autocast else 1e-4), (fn.__name__, rel)
