@@ -145,3 +145,26 @@ def test_cuda_matches_cpu(autocast, seed):
         got = fn(gpu_model, x.float().cuda(), target=1, n_steps=32, autocast=autocast).cpu().double()
         rel = ((got - want).norm() / want.norm()).item()
         assert rel < (3e-2 if autocast else 1e-4), (fn.__name__, rel)
+
+
+def test_explainer_is_correct_under_concurrent_calls(seed):
+    """Threads share one Explainer (and its buffer): every result equals the serial one."""
+    import threading
+
+    model = MLP(d_in=12, classes=5).double().eval()
+    ex = pa.Explainer(model, method="idg", n_steps=16, internal_batch_size=5)
+    xs = [torch.randn(3, 12, dtype=torch.float64) for _ in range(6)]
+    want = [ex.attribute(x, target=1) for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(3):
+            got[i] = ex.attribute(xs[i], target=1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)

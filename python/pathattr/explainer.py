@@ -4,6 +4,7 @@ live side by side in one process (no global state).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 import torch
@@ -40,6 +41,9 @@ class Explainer:
         self.engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size,
                                  probe_batch_size=probe_batch_size, autocast=autocast, backend=backend,
                                  accumulate_dtype=accumulate_dtype)
+        # The engine reuses one interpolation buffer: calls from several threads are
+        # serialised so they cannot overwrite each other's path points.
+        self._lock = threading.Lock()
 
     @property
     def method(self) -> str:
@@ -69,9 +73,10 @@ class Explainer:
             attributions (B, *shape) in the inputs' dtype; (attributions, delta) when
             return_convergence_delta; an AttributionResult when return_details.
         """
-        batch = self.engine.prepare(inputs, baselines, target, additional_forward_args)
-        res = self._method.run(self.engine, batch, self.settings, want_delta=return_convergence_delta,
-                               want_details=return_details)
+        with self._lock:
+            batch = self.engine.prepare(inputs, baselines, target, additional_forward_args)
+            res = self._method.run(self.engine, batch, self.settings, want_delta=return_convergence_delta,
+                                   want_details=return_details)
         if return_details:
             return res
         if return_convergence_delta:
