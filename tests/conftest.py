@@ -1,28 +1,43 @@
 """Shared test setup.
 
-TRITON_INTERPRET must be set before the first `import triton` anywhere, so that the
-Triton kernels run on CPU tensors (interpreter mode) on machines without a GPU.
+Without a GPU, TRITON_INTERPRET=1 must be set before the first `import triton`
+anywhere, so that the Triton kernels run on CPU tensors (interpreter mode). With a
+GPU it is left unset, so the `cuda` tests run the compiled kernels natively.
+(`import torch` does not import triton, so asking torch about CUDA first is safe.)
 """
 import os
 import zlib
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
 HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _runs_triton_on_cpu(item) -> bool:
+    # Marked explicitly, or parametrised with the "triton" backend (ids like [slice-triton]).
+    params = item.nodeid.partition("[")[2]
+    return "interpreter" in item.keywords or ("triton" in params.split("]")[0].split("-"))
 
 
 def pytest_collection_modifyitems(config, items):
-    # One skip rule for the `cuda` marker: everything is collected everywhere.
-    if HAS_CUDA:
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    # The skip rules: `cuda` tests need a GPU; kernels on CPU tensors need the
+    # interpreter, which is off on a GPU machine (Triton decides at import time).
+    # Everything is collected everywhere.
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    no_interp = pytest.mark.skip(reason="runs Triton on CPU tensors; TRITON_INTERPRET is off (GPU machine)")
     for item in items:
         if "cuda" in item.keywords:
-            item.add_marker(skip)
+            if not HAS_CUDA:
+                item.add_marker(no_gpu)
+        elif not INTERPRETER and _runs_triton_on_cpu(item):
+            item.add_marker(no_interp)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathattr.reference import ig as ref_ig
 from testmodels import MLP, BNCNN, GatedMLP, randomize_bn
 
 
+@pytest.mark.interpreter
 def test_triton_backend_equals_torch_backend(seed):
     """The whole loop with the Triton kernels (interpreter on CPU) equals the torch fallback."""
     model = randomize_bn(BNCNN(classes=4)).double()

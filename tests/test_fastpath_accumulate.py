@@ -129,6 +129,7 @@ def test_chunking_matches_one_chunk(seed, backend, importance, B, S, n_cuts):
         assert_close(IF_whole, ref_if, 1e-12, 1e-12, "IF vs naive")
 
 
+@pytest.mark.interpreter
 def test_triton_matches_torch_and_is_deterministic(seed):
     grads, diff, weights, acc0, scale = make(4, 6, (1001,), torch.float32, torch.float32)
     outs = []
@@ -211,6 +212,7 @@ def test_non_contiguous(seed, backend, kind):
     assert_close(IF, ref_if, 1e-12, 1e-12, f"IF ({kind})")
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("importance", [False, True])
 def test_several_ragged_tiles(seed, monkeypatch, importance):
     monkeypatch.setattr(_mod, "_BLOCK_CAP", 128)  # D = 1001 -> 8 tiles, the last ragged

@@ -71,6 +71,7 @@ def test_default_rows_is_whole_batch(seed, backend):
     assert interpolate(x, b, a, row_start=6, backend=backend).shape == (0, 5)
 
 
+@pytest.mark.interpreter
 def test_fp64_alpha_or_baseline_promotes_compute(seed):
     # fp32 x with fp64 alphas computes in fp64 and rounds once to fp32.
     x, b, _ = make(2, 3, (64,), torch.float32, True)
@@ -83,6 +84,7 @@ def test_fp64_alpha_or_baseline_promotes_compute(seed):
 
 
 # --------------------------------------------------------------- fp32 / fp16 by comparison
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", [(3, 7, 13), (1001,), (1,)])
 @pytest.mark.parametrize("shared", [True, False])
@@ -101,6 +103,7 @@ def test_low_precision_by_comparison(seed, dtype, shape, shared):
     assert_close(pt, pc, eps, eps, "triton vs torch")
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
 def test_out_dtype_rounds_once(seed, out_dtype):
     # fp32/fp64 inputs, low-precision output: computed wide, rounded once on store.
@@ -146,6 +149,7 @@ def test_non_contiguous_inputs(seed, backend, kind):
     assert_close(p, naive(x, b, a, row_start, n_rows), 1e-14, 1e-14, f"p ({kind})")
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("shared", [True, False])
 def test_several_ragged_tiles(seed, monkeypatch, shared):
     monkeypatch.setattr(_mod, "_BLOCK_CAP", 256)  # D = 1001 -> 4 tiles, the last ragged
