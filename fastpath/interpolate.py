@@ -175,8 +175,6 @@ def interpolate(
     out2 = result.view(n_rows, D)
     x2 = as_rows(x, B, D)
     b2 = as_rows(baseline, baseline.shape[0], D)
-    fp64 = torch.float64 in (x.dtype, baseline.dtype, alphas.dtype)
-
     interpolate_rows(x2, b2, alphas, row_start, n_rows, out2, which)
     return result
 

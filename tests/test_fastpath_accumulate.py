@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import assert_close
+from layouts import KINDS, noncontig
 from pathattr.fastpath import accumulate
 
 _mod = importlib.import_module("pathattr.fastpath.accumulate")
@@ -181,26 +182,13 @@ def test_low_precision_grads_fp64_acc(seed, backend, gdtype):
 
 
 # ------------------------------------------------------------------- layouts and tiles
-def _noncontig(kind, n, shape, dtype):
-    C, H, W = shape
-    if kind == "slice":
-        return torch.randn(n, C, 2 * H, W, dtype=dtype)[:, :, ::2]
-    if kind == "transpose":
-        return torch.randn(n, W, H, C, dtype=dtype).permute(0, 3, 2, 1)
-    if kind == "channels_last":
-        return torch.randn(n, C, H, W, dtype=dtype).to(memory_format=torch.channels_last)
-    if kind == "row_slice":  # only a row stride: viewable as (n, D) without a copy
-        return torch.randn(n, C * H * W + 5, dtype=dtype)[:, :C * H * W].view(n, C, H, W)
-    raise AssertionError(kind)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["slice", "transpose", "channels_last", "row_slice"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_non_contiguous(seed, backend, kind):
     B, S, shape = 3, 4, (3, 7, 13)
-    grads = _noncontig(kind, B * S, shape, torch.float32)
-    diff = _noncontig(kind, B, shape, F64)
-    acc = _noncontig(kind, B, shape, F64)
+    grads = noncontig(kind, B * S, shape, torch.float32)
+    diff = noncontig(kind, B, shape, F64)
+    acc = noncontig(kind, B, shape, F64)
     weights = torch.rand(S, B, dtype=F64).t()
     scale = torch.randn(2 * B * S, dtype=F64)[::2]
     assert not (grads.is_contiguous() or acc.is_contiguous() or weights.is_contiguous())

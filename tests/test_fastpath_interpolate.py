@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import assert_close
+from layouts import KINDS, noncontig
 from pathattr.fastpath import interpolate, resolve_backend, triton_available
 
 _mod = importlib.import_module("pathattr.fastpath.interpolate")
@@ -122,25 +123,12 @@ def test_out_dtype_rounds_once(seed, out_dtype):
 
 
 # ------------------------------------------------------------------- layouts and tiles
-def _noncontig(kind, B, shape, dtype):
-    C, H, W = shape
-    if kind == "slice":  # x[:, :, ::2]
-        return torch.randn(B, C, 2 * H, W, dtype=dtype)[:, :, ::2]
-    if kind == "transpose":
-        return torch.randn(B, W, H, C, dtype=dtype).permute(0, 3, 2, 1)
-    if kind == "channels_last":
-        return torch.randn(B, C, H, W, dtype=dtype).to(memory_format=torch.channels_last)
-    if kind == "row_slice":  # a view with a row stride only: no copy needed
-        return torch.randn(B, C * H * W + 5, dtype=dtype)[:, :C * H * W].view(B, C, H, W)
-    raise AssertionError(kind)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["slice", "transpose", "channels_last", "row_slice"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_non_contiguous_inputs(seed, backend, kind):
     B, S, shape = 3, 4, (3, 7, 13)
-    x = _noncontig(kind, B, shape, torch.float64)
-    b = _noncontig(kind, B, shape, torch.float64)[:1]
+    x = noncontig(kind, B, shape, torch.float64)
+    b = noncontig(kind, B, shape, torch.float64)[:1]
     a = torch.rand(S, B, dtype=torch.float64).t()  # transposed alphas
     assert not x.is_contiguous() and not a.is_contiguous()
     row_start, n_rows = random_chunk(B, S)

@@ -11,7 +11,6 @@ import torch
 
 from . import methods
 from .engine import PathEngine
-from .result import AttributionResult
 
 
 class Explainer:
