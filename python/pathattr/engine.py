@@ -248,6 +248,53 @@ class PathEngine:
         _check_finite_values(values.view(B, S), "F along the path")
         return values.view(B, S)
 
+    # ------------------------------------------- gradients at arbitrary points
+    def gradients(self, batch: PathBatch, points: torch.Tensor, examples: torch.Tensor,
+                  targets: Optional[torch.Tensor] = None, check_finite: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """F and dF/dp at arbitrary points, for methods whose path depends on gradients.
+
+        Args:
+            points: (R, *shape), any rows (e.g. Guided IG's current points, AGI's
+                adversarial iterates); not modified.
+            examples: (R,) int64, the input each row belongs to (for its target and
+                its per-input extra forward args).
+            targets: (R,) int64 overriding the batch's targets row by row (e.g. AGI's
+                adversarial classes); None uses batch.target[examples].
+        Returns:
+            values (R,) in the accumulator dtype, grads (R, *shape) in the points' dtype
+            (zeros where the output does not depend on the input). Chunked like the
+            gradient pass; no graph is kept between chunks.
+        """
+        R = points.shape[0]
+        if examples.shape != (R,):
+            raise ValueError(f"examples must have shape ({R},), one input index per point; got {tuple(examples.shape)}")
+        if targets is None:
+            if batch.target is None and not callable(self.output):
+                raise RuntimeError("internal: target must be resolved before gradients()")
+            targets = None if batch.target is None else batch.target[examples.to(batch.target.device)]
+        elif targets.shape != (R,):
+            raise ValueError(f"targets must have shape ({R},); got {tuple(targets.shape)}")
+        values = torch.empty(R, dtype=batch.acc_dtype, device=points.device)
+        grads = torch.empty_like(points)
+        step = self.rows_per_chunk(batch)
+        for s in range(0, R, step):
+            p = points[s:s + step].detach().requires_grad_(True)
+            ex = examples[s:s + step]
+            args = batch.args_for(ex) if batch.args else ()
+            with torch.enable_grad(), self._context(p.device):
+                out = check_model_output(self.model(p, *args), p.shape[0], self.output)
+            if s == 0:
+                check_target_range(targets, out, self.output)
+            f = select_output(out, None if targets is None else targets[s:s + step], self.output)
+            g = torch.autograd.grad(f.sum(), p, allow_unused=True)[0] if f.requires_grad else None
+            values[s:s + step] = f.detach()
+            grads[s:s + step] = 0 if g is None else g
+        if check_finite:
+            _check_finite_values(values, "F at the requested points")
+            if not all_finite(grads):
+                raise FloatingPointError("the model's gradient is NaN or Inf at some requested points")
+        return values, grads
+
     # ------------------------------------------------------------ gradient pass
     def integrate(self, batch: PathBatch, alphas: torch.Tensor, weights: torch.Tensor, importance: str = "none",
                   baseline_values: Optional[torch.Tensor] = None) -> PathIntegral:
