@@ -1,46 +1,206 @@
-"""First GPU benchmark: ResNet-50 (torchvision, random weights, 224x224) IG/IDG vs Captum.
+"""GPU benchmark: ResNet-50 (torchvision, random weights, 224x224) against Captum and the bare cost.
 
-    python -m benchmarks.gpu [--out PATH] [--batches 1 32] [--repeat 5]
+    python -m benchmarks.gpu [--out PATH] [--batch 32] [--repeat 7] [--requests 200] [--quick]
 
-Same harness and providers as benchmarks/cpu.py, on CUDA, fp32 and bf16 autocast.
+Modes (all on one CUDA device, every time with CUDA events / synchronisation):
+  throughput  a batch of inputs, 50 steps: bare fwd+bwd of the same path points at
+              the best of a few chunk sizes (the limit), pathattr IG / IDG through
+              an Explainer, Captum 0.9 IntegratedGradients at its best
+              internal_batch_size; fp32 and bf16 autocast. images/s and efficiency
+              = bare time / pathattr time.
+  latency     one input per request, `--requests` requests, p50 / p99 (ms).
+  profile     torch.profiler over one IDG call: the top CUDA kernels and every
+              host-device synchronisation, written as a table.
 Needs torchvision (present on the GPU image; not a project dependency).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
+import contextlib
+import json
+import statistics
+import time
 from pathlib import Path
 
 import torch
 
-from .cpu import run_case, summarize
-from .harness import environment, table, write_results
+import pathattr as pa
+
+from .harness import environment
+
+STEPS = 50
+
+
+def _sync():
+    torch.cuda.synchronize()
+
+
+def time_calls(fn, repeat, warmup=2):
+    """Seconds per call, each call synchronised (median of `repeat`)."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _ctx(dtype):
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def bare_fwd_bwd(model, pts, tgt, chunk, dtype):
+    def run():
+        for s in range(0, pts.shape[0], chunk):
+            p = pts[s:s + chunk].detach().requires_grad_(True)
+            with _ctx(dtype):
+                out = model(p)
+            torch.autograd.grad(out.float().gather(1, tgt[s:s + chunk].view(-1, 1)).sum(), p)
+    return run
+
+
+def bare_fwd(model, pts, tgt, chunk, dtype):
+    def run():
+        with torch.no_grad(), _ctx(dtype):
+            for s in range(0, pts.shape[0], chunk):
+                model(pts[s:s + chunk]).float().gather(1, tgt[s:s + chunk].view(-1, 1))
+    return run
+
+
+def path_points(x, n):
+    a = torch.rand(n, device=x.device)
+    return (a.view(1, -1, 1, 1, 1) * x.unsqueeze(1)).reshape((-1,) + tuple(x.shape[1:])).contiguous()
+
+
+def best_of(make, chunks, repeat):
+    meds = {c: statistics.median(time_calls(make(c), repeat, warmup=1)) for c in chunks}
+    c = min(meds, key=meds.get)
+    return c, meds
+
+
+def throughput(model, B, dtype, repeat, captum=True):
+    name = f"b{B}/{'fp32' if dtype is None else str(dtype)[6:]}"
+    x = torch.rand(B, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    rows = {}
+    pts = path_points(x, STEPS)
+    tgt = target.repeat_interleave(STEPS)
+    c, meds = best_of(lambda c: bare_fwd_bwd(model, pts, tgt, c, dtype), [64, 128, 256, 400], 3)
+    rows["bare_fwd_bwd"] = {"median_s": meds[c], "chunk": c, "chunk_medians": meds}
+    ppts, ptgt = path_points(x, 13), target.repeat_interleave(13)
+    cf, medf = best_of(lambda c: bare_fwd(model, ppts, ptgt, c, dtype), [104, 208, 416], 3)
+    ppts51, ptgt51 = path_points(x, 51), target.repeat_interleave(51)
+    cf51, medf51 = best_of(lambda c: bare_fwd(model, ppts51, ptgt51, c, dtype), [128, 256, 512], 3)
+    rows["bare_fwd_probe13"] = {"median_s": medf[cf], "chunk": cf}
+    rows["bare_fwd_probe51"] = {"median_s": medf51[cf51], "chunk": cf51}
+    providers = {}
+    for meth, kw in (("ig", {}), ("idg", {}), ("idg_n50", {"n_probe": 50})):
+        ex = pa.Explainer(model, meth.split("_")[0], n_steps=STEPS, autocast=dtype, **kw)
+        providers[f"pathattr_{meth}"] = (lambda ex=ex: ex.attribute(x, target=target))
+    for k, fn in providers.items():
+        rows[k] = {"median_s": statistics.median(time_calls(fn, repeat))}
+    if captum:
+        try:
+            from captum.attr import IntegratedGradients
+        except ImportError:
+            IntegratedGradients = None
+        if IntegratedGradients is not None:
+            ig = IntegratedGradients(model)
+
+            def cap(ibs):
+                def run():
+                    with _ctx(dtype):
+                        ig.attribute(x, target=target, n_steps=STEPS, internal_batch_size=ibs)
+                return run
+            cb, medc = best_of(cap, sorted({min(B * STEPS, B * k) for k in (4, 8, 16, 50)}), 3)
+            rows["captum_ig_best"] = {"median_s": statistics.median(time_calls(cap(cb), repeat)), "internal_batch_size": cb,
+                                      "chunk_medians": medc}
+    bare = rows["bare_fwd_bwd"]["median_s"]
+    bare_idg = bare + rows["bare_fwd_probe13"]["median_s"]
+    bare_idg50 = bare + rows["bare_fwd_probe51"]["median_s"]
+    for k, r in rows.items():
+        r["images_per_s"] = B / r["median_s"]
+    rows["pathattr_ig"]["efficiency"] = bare / rows["pathattr_ig"]["median_s"]
+    rows["pathattr_idg"]["efficiency"] = bare_idg / rows["pathattr_idg"]["median_s"]
+    rows["pathattr_idg_n50"]["efficiency"] = bare_idg50 / rows["pathattr_idg_n50"]["median_s"]
+    return name, rows
+
+
+def latency(model, dtype, requests, method="idg", **kw):
+    ex = pa.Explainer(model, method, n_steps=STEPS, autocast=dtype, **kw)
+    xs = [torch.rand(1, 3, 224, 224, device="cuda") for _ in range(8)]
+    for i in range(5):
+        ex.attribute(xs[i % 8])
+    _sync()
+    t = []
+    for i in range(requests):
+        t0 = time.perf_counter()
+        ex.attribute(xs[i % 8])
+        _sync()
+        t.append(time.perf_counter() - t0)
+    t.sort()
+    return {"p50_ms": 1e3 * t[len(t) // 2], "p99_ms": 1e3 * t[min(len(t) - 1, int(0.99 * len(t)))], "samples_s": t}
+
+
+def profile(model, B, dtype, out_dir):
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    ex = pa.Explainer(model, "idg", n_steps=STEPS, autocast=dtype, n_probe=50)
+    x = torch.rand(B, 3, 224, 224, device="cuda")
+    ex.attribute(x)
+    _sync()
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        ex.attribute(x)
+        _sync()
+    tab = p.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    syncs = p.key_averages().table(sort_by="cpu_time_total", row_limit=60)
+    if out_dir:
+        Path(out_dir, f"profile-idg-b{B}.txt").write_text(tab + "\n\n" + syncs)
+    return tab
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu needs a CUDA device")
     import torchvision
 
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
     model = torchvision.models.resnet50(weights=None).cuda().eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    rows = []
-    for B in args.batches:
-        x = torch.rand(B, 3, 224, 224, device="cuda")
-        rows += run_case(f"resnet50/b{B}/fp32", model, x, args.repeat, device="cuda")
-        rows += run_case(f"resnet50/b{B}/bf16", model, x, args.repeat, device="cuda", autocast=torch.bfloat16)
-    out = Path(args.out or f"benchmarks/results/gpu-{datetime.date.today().isoformat()}.json")
-    write_results(rows, out, environment(), {"steps": 50, "repeat": args.repeat})
-    print(table(rows, {r.case: "bare_fwd_bwd" for r in rows}))
-    print("\n".join(summarize(rows)))
-    print(f"wrote {out}")
+    out_dir = Path(args.out).parent if args.out else None
+    result = {"environment": environment(), "settings": vars(args), "throughput": {}, "latency": {}}
+    for dtype in (None, torch.bfloat16):
+        name, rows = throughput(model, args.batch, dtype, 3 if args.quick else args.repeat)
+        result["throughput"][name] = rows
+        print(f"\n{name}")
+        for k, r in rows.items():
+            extra = "".join(f"  {kk}={vv:.3f}" if isinstance(vv, float) else f"  {kk}={vv}"
+                            for kk, vv in r.items() if kk not in ("median_s", "chunk_medians", "images_per_s"))
+            print(f"  {k:<20}{1e3 * r['median_s']:>10.1f} ms {r['images_per_s']:>9.1f} img/s{extra}", flush=True)
+    for dtype in (None, torch.bfloat16):
+        for meth, kw in (("idg", {"n_probe": 50}), ("ig", {})):
+            key = f"{meth}/{'fp32' if dtype is None else 'bf16'}"
+            r = latency(model, dtype, 50 if args.quick else args.requests, meth, **kw)
+            result["latency"][key] = r
+            print(f"latency {key:<12} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
+    print(profile(model, args.batch, torch.bfloat16, out_dir))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

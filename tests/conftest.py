@@ -60,6 +60,8 @@ def assert_close(actual, expected, rtol, atol, what="values"):
     if not torch.isfinite(a).all():
         bad = (~torch.isfinite(a)).nonzero()[:5].tolist()
         raise AssertionError(f"{what}: non-finite values at {bad}")
+    if isinstance(atol, torch.Tensor):  # an elementwise error scale (e.g. sums of |terms|)
+        atol = atol.detach().cpu().double()
     err = (a - e).abs()
     tol = atol + rtol * e.abs()
     if (err > tol).any():

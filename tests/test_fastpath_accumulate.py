@@ -278,20 +278,22 @@ def test_cuda_native(seed, gdtype, adtype, shape, importance):
     assert torch.equal(results[0][0], results[1][0]), "acc not deterministic"
     assert not importance or torch.equal(results[0][1], results[1][1]), "IF not deterministic"
     acc, IF = results[0]
+    mag_acc, mag_if = magnitudes(grads, diff, weights, acc0, 0, importance, scale)
     if adtype == torch.float64:  # grads upcast exactly: all arithmetic in fp64
-        assert_close(acc, ref_acc, 1e-12, 1e-12, "acc")
+        # Summation order differs from the reference (tiles, D up to 150k), so the bound
+        # is fp64 rounding of the sum of absolute terms, not of the (cancelling) value.
+        assert_close(acc, ref_acc, 0, 1e-12 * mag_acc, "acc")
         if importance:
-            assert_close(IF, ref_if, 1e-12, 1e-12, "IF")
+            assert_close(IF, ref_if, 0, 1e-12 * mag_if, "IF")
     else:
         plain_acc, plain_if = naive(grads, diff, weights, acc0, 0, importance, scale, dtype=gdtype)
-        mag_acc, mag_if = magnitudes(grads, diff, weights, acc0, 0, importance, scale)
         check_by_comparison(acc, ref_acc, plain_acc, "acc", mag_acc)
         if importance:
             check_by_comparison(IF, ref_if, plain_if, "IF", mag_if)
     torch_acc = acc0.clone()
     accumulate(grads, diff, weights, torch_acc, 0, importance, scale, backend="torch")
     if adtype == torch.float64:
-        assert_close(torch_acc, ref_acc, 1e-12, 1e-12, "torch backend")
+        assert_close(torch_acc, ref_acc, 0, 1e-12 * mag_acc, "torch backend")
     else:
         check_by_comparison(torch_acc, ref_acc, plain_acc, "torch backend", mag_acc)
 
