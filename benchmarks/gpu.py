@@ -77,7 +77,14 @@ def path_points(x, n):
 
 
 def best_of(make, chunks, repeat):
-    meds = {c: statistics.median(time_calls(make(c), repeat, warmup=1)) for c in chunks}
+    """Best chunk by median time; a chunk that runs out of memory is skipped (inf)."""
+    meds = {}
+    for c in chunks:
+        try:
+            meds[c] = statistics.median(time_calls(make(c), repeat, warmup=1))
+        except torch.OutOfMemoryError:
+            meds[c] = float("inf")
+        torch.cuda.empty_cache()
     c = min(meds, key=meds.get)
     return c, meds
 
@@ -147,17 +154,50 @@ def latency(model, dtype, requests, method="idg", **kw):
     return {"p50_ms": 1e3 * t[len(t) // 2], "p99_ms": 1e3 * t[min(len(t) - 1, int(0.99 * len(t)))], "samples_s": t}
 
 
+def _spearman(a, b):
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def accuracy(model, B):
+    """bf16 autocast against fp32 (TF32 off) on the same inputs: relative L2 error and
+    Spearman rank correlation of the attributions, per method, averaged over inputs."""
+    x = torch.rand(B, 3, 224, 224, device="cuda")
+    tf32 = torch.backends.cudnn.allow_tf32
+    out = {}
+    for meth in ("ig", "idg"):
+        torch.backends.cudnn.allow_tf32 = False
+        ref = pa.Explainer(model, meth, n_steps=STEPS).attribute(x).float()
+        torch.backends.cudnn.allow_tf32 = tf32
+        for name, dt in (("tf32", None), ("bf16", torch.bfloat16)):
+            got = pa.Explainer(model, meth, n_steps=STEPS, autocast=dt).attribute(x).float()
+            rel = [float((g - r).norm() / r.norm()) for g, r in zip(got, ref)]
+            rho = [_spearman(g.flatten(), r.flatten()) for g, r in zip(got, ref)]
+            out[f"{meth}/{name}/rel_l2"] = statistics.mean(rel)
+            out[f"{meth}/{name}/spearman"] = statistics.mean(rho)
+    return out
+
+
 def profile(model, B, dtype, out_dir):
     from torch.profiler import ProfilerActivity, profile as prof
 
+    import os
+
+    os.environ["PATHATTR_PROFILE"] = "1"  # named stage ranges in the engine
     ex = pa.Explainer(model, "idg", n_steps=STEPS, autocast=dtype, n_probe=50)
+    os.environ.pop("PATHATTR_PROFILE")
     x = torch.rand(B, 3, 224, 224, device="cuda")
     ex.attribute(x)
     _sync()
     with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
         ex.attribute(x)
         _sync()
-    tab = p.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    stages = [e for e in p.key_averages() if e.key.startswith("pathattr.")]
+    head = "\n".join(f"{e.key:<24} calls {e.count:>4}  cpu {e.cpu_time_total / 1e3:9.2f} ms  "
+                     f"cuda {getattr(e, 'device_time_total', getattr(e, 'cuda_time_total', 0)) / 1e3:9.2f} ms" for e in stages)
+    tab = head + "\n\n" + p.key_averages().table(sort_by="cuda_time_total", row_limit=30)
     syncs = p.key_averages().table(sort_by="cpu_time_total", row_limit=60)
     if out_dir:
         Path(out_dir, f"profile-idg-b{B}.txt").write_text(tab + "\n\n" + syncs)
@@ -183,6 +223,8 @@ def main(argv=None):
         p.requires_grad_(False)
     out_dir = Path(args.out).parent if args.out else None
     result = {"environment": environment(), "settings": vars(args), "throughput": {}, "latency": {}}
+    result["accuracy"] = accuracy(model, min(args.batch, 8))
+    print("accuracy of bf16 against fp32:", {k: round(v, 4) for k, v in result["accuracy"].items()}, flush=True)
     for dtype in (None, torch.bfloat16):
         name, rows = throughput(model, args.batch, dtype, 3 if args.quick else args.repeat)
         result["throughput"][name] = rows
@@ -191,6 +233,8 @@ def main(argv=None):
             extra = "".join(f"  {kk}={vv:.3f}" if isinstance(vv, float) else f"  {kk}={vv}"
                             for kk, vv in r.items() if kk not in ("median_s", "chunk_medians", "images_per_s"))
             print(f"  {k:<20}{1e3 * r['median_s']:>10.1f} ms {r['images_per_s']:>9.1f} img/s{extra}", flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
     for dtype in (None, torch.bfloat16):
         for meth, kw in (("idg", {"n_probe": 50}), ("ig", {})):
             key = f"{meth}/{'fp32' if dtype is None else 'bf16'}"

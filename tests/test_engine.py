@@ -200,3 +200,31 @@ def test_gradients_at_points_equal_autograd(chunk, seed):
         assert_close(grads, g, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="examples"):
         engine.gradients(batch, points, examples[:3])
+
+
+class _OOMAbove(torch.nn.Module):
+    """Raises CUDA's out-of-memory error for chunks over `limit` rows, like a small device."""
+
+    def __init__(self, model, limit):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"fake: {x.shape[0]} rows")
+        return self.model(x)
+
+
+@pytest.mark.parametrize("method", ["ig", "idg"])
+def test_out_of_memory_backs_off_to_smaller_chunks(method, seed):
+    torch.manual_seed(seed)
+    model = MLP().double()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    want = pa.Explainer(model, method, n_steps=16).attribute(x, target=1)
+    ex = pa.Explainer(_OOMAbove(model, 7), method, n_steps=16, internal_batch_size=40)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        got = ex.attribute(x, target=1)
+    assert_close(got, want, 1e-12, 1e-12)
+    assert ex.engine.rows_per_chunk(ex.engine.prepare(x)) <= 7  # the cap is remembered
+    with pytest.raises(torch.OutOfMemoryError, match="one path point"):
+        pa.Explainer(_OOMAbove(model, 0), method, n_steps=4).attribute(x, target=1)

@@ -14,12 +14,14 @@ fp32/fp64 accumulator, so memory is bounded by one chunk. Forward-only passes
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 import torch
 
-from . import fastpath
+from . import _profiling, fastpath
+from ._profiling import stage
 from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, first_tensor, normalize_forward_args,
                           prepare_baselines)
 from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
@@ -142,6 +144,8 @@ class PathEngine:
         self.accumulate_dtype = accumulate_dtype
         self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
         self._device_ref = first_tensor(model)  # for an O(1) model/input device check
+        self._oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
+        self._ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
@@ -162,7 +166,22 @@ class PathEngine:
             features = max(1, batch.x[0].numel()) if batch.x.shape[0] else 1
             kind = batch.x.device.type if batch.x.device.type in _BUDGET else "cpu"
             rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // features)))
-        return 2 * rows if forward_only else rows
+        rows = 2 * rows if forward_only else rows
+        return min(rows, self._oom_rows) if self._oom_rows else rows
+
+    def _back_off(self, step: int) -> int:
+        """After a CUDA out-of-memory error: halve the chunk, remember the cap for later
+        calls of this engine, and retry the same rows (never a crash unless one row fails)."""
+        if step <= 1:
+            raise torch.OutOfMemoryError("out of memory with a chunk of one path point: the model does not fit "
+                                         "the device even for one input")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        new = max(1, step // 2)
+        self._oom_rows = new if not self._oom_rows else min(self._oom_rows, new)
+        warnings.warn(f"pathattr: out of memory with {step} path points per chunk; retrying with {new} "
+                      f"(set internal_batch_size to choose)", RuntimeWarning, stacklevel=3)
+        return new
 
     # ----------------------------------------------------------------- forward
     def _context(self, device: torch.device):
@@ -213,11 +232,17 @@ class PathEngine:
             examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
         step = self.rows_per_chunk(batch, forward_only=True)
         outs = []
-        with torch.no_grad(), self._context(points.device):
-            for s in range(0, points.shape[0], step):
+        s = 0
+        with torch.no_grad(), self._context(points.device), stage("endpoints", self._ranges):
+            while s < points.shape[0]:
                 chunk = points[s:s + step]
                 args = batch.args_for(examples[s:s + step].to(points.device)) if batch.args else ()
-                outs.append(check_model_output(self.model(chunk, *args), chunk.shape[0], self.output))
+                try:
+                    outs.append(check_model_output(self.model(chunk, *args), chunk.shape[0], self.output))
+                except torch.OutOfMemoryError:
+                    step = self._back_off(step)
+                    continue
+                s += chunk.shape[0]
         out = torch.cat(outs, 0)
         if batch.target is None and out.dim() == 2:
             batch.target = out[:B].argmax(1)
@@ -238,13 +263,20 @@ class PathEngine:
         values = torch.empty(B * S, dtype=batch.acc_dtype, device=batch.x.device)
         step = self.rows_per_chunk(batch, forward_only=True)
         which = self._backend(batch)
-        with torch.no_grad():
-            for s in range(0, B * S, step):
+        s = 0
+        with torch.no_grad(), stage("probe", self._ranges):
+            while s < B * S:
                 n = min(step, B * S - s)
-                out = self._forward(batch, self._points(batch, a, s, n, min(step, B * S), which), s, S)
+                try:
+                    out = self._forward(batch, self._points(batch, a, s, n, min(step, B * S), which), s, S)
+                except torch.OutOfMemoryError:
+                    out = None
+                    step = self._back_off(step)
+                    continue
                 if s == 0:
                     check_target_range(batch.target, out, self.output)
                 values[s:s + n] = select_output(out, batch.row_targets(s, n, S), self.output)
+                s += n
         _check_finite_values(values.view(B, S), "F along the path")
         return values.view(B, S)
 
@@ -277,18 +309,25 @@ class PathEngine:
         values = torch.empty(R, dtype=batch.acc_dtype, device=points.device)
         grads = torch.empty_like(points)
         step = self.rows_per_chunk(batch)
-        for s in range(0, R, step):
+        s = 0
+        while s < R:
             p = points[s:s + step].detach().requires_grad_(True)
             ex = examples[s:s + step]
             args = batch.args_for(ex) if batch.args else ()
-            with torch.enable_grad(), self._context(p.device):
-                out = check_model_output(self.model(p, *args), p.shape[0], self.output)
-            if s == 0:
-                check_target_range(targets, out, self.output)
-            f = select_output(out, None if targets is None else targets[s:s + step], self.output)
-            g = torch.autograd.grad(f.sum(), p, allow_unused=True)[0] if f.requires_grad else None
-            values[s:s + step] = f.detach()
-            grads[s:s + step] = 0 if g is None else g
+            try:
+                with torch.enable_grad(), self._context(p.device):
+                    out = check_model_output(self.model(p, *args), p.shape[0], self.output)
+                    if s == 0:
+                        check_target_range(targets, out, self.output)
+                    f = select_output(out, None if targets is None else targets[s:s + step], self.output)
+                    g = torch.autograd.grad(f.sum(), p, allow_unused=True)[0] if f.requires_grad else None
+            except torch.OutOfMemoryError:
+                out = f = g = None
+                step = self._back_off(step)
+                continue
+            values[s:s + p.shape[0]] = f.detach()
+            grads[s:s + p.shape[0]] = 0 if g is None else g
+            s += p.shape[0]
         if check_finite:
             _check_finite_values(values, "F at the requested points")
             if not all_finite(grads):
@@ -321,29 +360,41 @@ class PathEngine:
         scales = torch.empty(B * S, dtype=batch.acc_dtype, device=dev) if importance != "none" else None
         step = self.rows_per_chunk(batch)
         which = self._backend(batch)
-        for s in range(0, B * S, step):
+        on = self._ranges
+        s = 0
+        while s < B * S:
             n = min(step, B * S - s)
-            points = self._points(batch, a, s, n, min(step, B * S), which).detach().requires_grad_(True)
-            with torch.enable_grad():
-                out = self._forward(batch, points, s, S)
-                if s == 0:
-                    check_target_range(batch.target, out, self.output)
-                f = select_output(out, batch.row_targets(s, n, S), self.output)
-                if f.requires_grad:
-                    (g,) = torch.autograd.grad(f.sum(), points, allow_unused=True)
-                else:  # the output does not depend on the input at all
-                    g = None
-            g2 = fastpath.as_rows(g, n, D) if g is not None else torch.zeros((n, D), dtype=points.dtype, device=dev)
-            values[s:s + n].copy_(f.detach())
-            if importance == "exact":
-                scales[s:s + n] = fastpath.accumulate_rows(g2, diff2, w, acc2, s, True, None, which)
-            elif importance == "finite_difference":
-                fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g2, diff2,
-                                             batch.row_examples(s, n, S))
-                scales[s:s + n] = fd
-                fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, fd, which)
-            else:
-                fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, None, which)
+            try:
+                with stage("interpolate", on):
+                    points = self._points(batch, a, s, n, min(step, B * S), which).detach().requires_grad_(True)
+                with torch.enable_grad():
+                    with stage("forward", on):
+                        out = self._forward(batch, points, s, S)
+                        if s == 0:
+                            check_target_range(batch.target, out, self.output)
+                        f = select_output(out, batch.row_targets(s, n, S), self.output)
+                    with stage("backward", on):
+                        if f.requires_grad:
+                            (g,) = torch.autograd.grad(f.sum(), points, allow_unused=True)
+                        else:  # the output does not depend on the input at all
+                            g = None
+            except torch.OutOfMemoryError:
+                out = f = points = g = None
+                step = self._back_off(step)
+                continue
+            with stage("fold", on):
+                g2 = fastpath.as_rows(g, n, D) if g is not None else torch.zeros((n, D), dtype=points.dtype, device=dev)
+                values[s:s + n].copy_(f.detach())
+                if importance == "exact":
+                    scales[s:s + n] = fastpath.accumulate_rows(g2, diff2, w, acc2, s, True, None, which)
+                elif importance == "finite_difference":
+                    fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g2, diff2,
+                                                 batch.row_examples(s, n, S))
+                    scales[s:s + n] = fd
+                    fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, fd, which)
+                else:
+                    fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, None, which)
+            s += n
         if not all_finite(acc):
             bad = (~torch.isfinite(acc.view(B, -1))).any(1).nonzero().flatten()[:5].tolist()
             raise FloatingPointError(

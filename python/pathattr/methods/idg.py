@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .. import schedules
+from .._profiling import stage
 from .._validation import check_choice, check_positive_int
 from ..engine import PathBatch, PathEngine
 from ..result import AttributionResult
@@ -73,7 +74,9 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         if f_x is not None:
             curve[:, -1] = f_x
         ends = (curve[:, -1], curve[:, 0])
-        sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"], floor=cfg["floor"])
+        with stage("schedule", engine._ranges):
+            sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"],
+                                       floor=cfg["floor"])
         extra = {"probe_alphas": probe_a, "probe_curve": curve}
     else:
         need_ends = (batch.target is None or want_delta or want_details
