@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import time
@@ -106,11 +107,17 @@ def throughput(model, B, dtype, repeat, captum=True):
     rows["bare_fwd_probe13"] = {"median_s": medf[cf], "chunk": cf}
     rows["bare_fwd_probe51"] = {"median_s": medf51[cf51], "chunk": cf51}
     providers = {}
-    for meth, kw in (("ig", {}), ("idg", {}), ("idg_n50", {"n_probe": 50})):
+    for meth, kw in (("ig", {}), ("idg", {}), ("idg_n50", {"n_probe": 50}), ("ig_graphs", {"cuda_graphs": True}),
+                     ("idg_n50_graphs", {"n_probe": 50, "cuda_graphs": True})):
         ex = pa.Explainer(model, meth.split("_")[0], n_steps=STEPS, autocast=dtype, **kw)
         providers[f"pathattr_{meth}"] = (lambda ex=ex: ex.attribute(x, target=target))
     for k, fn in providers.items():
-        rows[k] = {"median_s": statistics.median(time_calls(fn, repeat))}
+        try:
+            rows[k] = {"median_s": statistics.median(time_calls(fn, repeat))}
+        except Exception as exc:  # report and go on: one call of the suite measures everything
+            print(f"  {k} failed: {type(exc).__name__}: {exc}", flush=True)
+            rows[k] = {"median_s": float("nan"), "error": f"{type(exc).__name__}: {exc}"[:300]}
+        torch.cuda.empty_cache()
     if captum:
         try:
             from captum.attr import IntegratedGradients
@@ -132,13 +139,14 @@ def throughput(model, B, dtype, repeat, captum=True):
     bare_idg50 = bare + rows["bare_fwd_probe51"]["median_s"]
     for k, r in rows.items():
         r["images_per_s"] = B / r["median_s"]
-    rows["pathattr_ig"]["efficiency"] = bare / rows["pathattr_ig"]["median_s"]
-    rows["pathattr_idg"]["efficiency"] = bare_idg / rows["pathattr_idg"]["median_s"]
-    rows["pathattr_idg_n50"]["efficiency"] = bare_idg50 / rows["pathattr_idg_n50"]["median_s"]
+    for k, floor in (("pathattr_ig", bare), ("pathattr_ig_graphs", bare), ("pathattr_idg", bare_idg),
+                     ("pathattr_idg_n50", bare_idg50), ("pathattr_idg_n50_graphs", bare_idg50)):
+        rows[k]["efficiency"] = floor / rows[k]["median_s"]
     return name, rows
 
 
 def latency(model, dtype, requests, method="idg", **kw):
+    """Requests of one input each (target=None: the predicted class), one at a time."""
     ex = pa.Explainer(model, method, n_steps=STEPS, autocast=dtype, **kw)
     xs = [torch.rand(1, 3, 224, 224, device="cuda") for _ in range(8)]
     for i in range(5):
@@ -204,6 +212,43 @@ def profile(model, B, dtype, out_dir):
     return tab
 
 
+def targets(result):
+    """The issue's targets, measured (H100), as the last lines of the output."""
+    tp, lat = result["throughput"], result["latency"]
+    B = result["settings"]["batch"]
+    nan = float("nan")
+
+    def g(case, prov, key="median_s"):
+        return tp.get(case, {}).get(prov, {}).get(key, nan)
+
+    lines = ["", f"targets (batch {B}, 50 steps)", f"{'target':<58}{'measured':>14}{'goal':>10}"]
+
+    def row(name, value, goal):
+        lines.append(f"{name:<58}{value:>14.3f}{goal:>10}")
+
+    for case in ("b%d/fp32" % B, "b%d/bfloat16" % B, "b%d/bfloat16/channels_last" % B):
+        row(f"efficiency IG {case}", g(case, "pathattr_ig", "efficiency"), ">=0.97")
+        row(f"efficiency IDG N=M=50 {case}", g(case, "pathattr_idg_n50", "efficiency"), ">=0.97")
+    best_bf16 = max(g(c, p, "images_per_s") for c in ("b%d/bfloat16" % B, "b%d/bfloat16/channels_last" % B)
+                    for p in ("pathattr_idg_n50", "pathattr_idg_n50_graphs"))
+    row("IDG N=M=50 bf16 images/s", best_bf16, ">=300")
+    cap32 = g("b%d/fp32" % B, "captum_ig_best")
+    row("IG fp32 speed / Captum best fp32", cap32 / g("b%d/fp32" % B, "pathattr_ig"), ">=1.3")
+    best_ig = min(g(c, p) for c in ("b%d/bfloat16" % B, "b%d/bfloat16/channels_last" % B)
+                  for p in ("pathattr_ig_graphs", "pathattr_ig"))
+    row("IG bf16+graphs speed / Captum best fp32", cap32 / best_ig, ">=4")
+    for key in ("idg/bf16/graphs", "idg/bf16/graphs/channels_last"):
+        if key in lat:
+            row(f"single-request {key} p50 ms", lat[key]["p50_ms"], "<=8")
+            row(f"single-request {key} p99/p50", lat[key]["p99_ms"] / lat[key]["p50_ms"], "<=1.25")
+    kern = result.get("kernels")
+    if kern:
+        for r in kern["rows"]:
+            if r["op"].endswith("/triton"):
+                row(f"kernel {r['op']} fraction of copy ceiling", r["fraction"], ">=0.8")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
@@ -223,10 +268,15 @@ def main(argv=None):
         p.requires_grad_(False)
     out_dir = Path(args.out).parent if args.out else None
     result = {"environment": environment(), "settings": vars(args), "throughput": {}, "latency": {}}
+    kern = Path(args.out).parent / "gpu-kernels.json" if args.out else None
+    if kern is not None and kern.exists():
+        result["kernels"] = json.loads(kern.read_text())
     result["accuracy"] = accuracy(model, min(args.batch, 8))
     print("accuracy of bf16 against fp32:", {k: round(v, 4) for k, v in result["accuracy"].items()}, flush=True)
-    for dtype in (None, torch.bfloat16):
-        name, rows = throughput(model, args.batch, dtype, 3 if args.quick else args.repeat)
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    for dtype, m, suffix in ((None, model, ""), (torch.bfloat16, model, ""), (torch.bfloat16, model_cl, "/channels_last")):
+        name, rows = throughput(m, args.batch, dtype, 3 if args.quick else args.repeat, captum=not suffix)
+        name += suffix
         result["throughput"][name] = rows
         print(f"\n{name}")
         for k, r in rows.items():
@@ -235,13 +285,25 @@ def main(argv=None):
             print(f"  {k:<20}{1e3 * r['median_s']:>10.1f} ms {r['images_per_s']:>9.1f} img/s{extra}", flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
-    for dtype in (None, torch.bfloat16):
+    for dtype, m, graphs, tag in ((None, model, False, "fp32"), (torch.bfloat16, model, False, "bf16"),
+                                  (torch.bfloat16, model, True, "bf16/graphs"),
+                                  (torch.bfloat16, model_cl, True, "bf16/graphs/channels_last")):
         for meth, kw in (("idg", {"n_probe": 50}), ("ig", {})):
-            key = f"{meth}/{'fp32' if dtype is None else 'bf16'}"
-            r = latency(model, dtype, 50 if args.quick else args.requests, meth, **kw)
+            key = f"{meth}/{tag}"
+            try:
+                r = latency(m, dtype, 50 if args.quick else args.requests, meth, cuda_graphs=graphs, **kw)
+            except Exception as exc:
+                print(f"latency {key} failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
             result["latency"][key] = r
-            print(f"latency {key:<12} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
-    print(profile(model, args.batch, torch.bfloat16, out_dir))
+            print(f"latency {key:<30} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+    try:
+        print(profile(model_cl, args.batch, torch.bfloat16, out_dir)[:3000])
+    except Exception as exc:
+        print(f"profile failed: {type(exc).__name__}: {exc}")
+    print(targets(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")

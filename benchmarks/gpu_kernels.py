@@ -5,7 +5,9 @@
 The ceiling is a large device-to-device copy (bytes read + bytes written). Each op is
 charged the fewest bytes it must move: interpolate writes every path point once and
 reads x, x' once; accumulate reads every gradient once and reads + writes the
-accumulator once (plus x - x' once with importance factors). Achieved GB/s =
+accumulator once. With importance factors every gradient is read twice: IF_r =
+g_r . (x - x') needs all of row r before row r can be folded, and a chunk's rows do
+not fit in L2, so two passes (row dots, then the fold) are the minimum; x - x' once. Achieved GB/s =
 those bytes / median time (CUDA events via triton.testing.do_bench).
 """
 from __future__ import annotations
@@ -58,7 +60,7 @@ def cases(B=8, S=50, D=3 * 224 * 224):
                         R * D * e + 2 * B * D * 4))
             out.append((f"accumulate_if/{str(dtype)[6:]}/{which}",
                         lambda which=which, g=g: fastpath.accumulate_rows(g, diff, weights, acc, 0, True, None, which),
-                        R * D * e + 3 * B * D * 4))
+                        2 * R * D * e + 3 * B * D * 4))
     return out
 
 

@@ -33,8 +33,11 @@ IMPORTANCE = ("none", "exact", "finite_difference")
 # chunks of 1024, 39 in one chunk of 1600, 51 in chunks of 64; a residual CNN on
 # 3x32x32 takes 1118-1169 ms in chunks of 32-48, 1613 at 16 and 2740 at 512.
 # 2**17 elements capped at 1024 points gives 1024 and 42. Forward-only passes keep no
-# graph, so they get twice the chunk. CUDA's numbers are a first guess until measured.
-_BUDGET = {"cpu": 2 ** 17, "cuda": 2 ** 25}
+# graph, so they get twice the chunk. On an H100 (benchmarks/gpu.py, ResNet-50 224x224,
+# 1,600 points fwd+bwd) chunks of 64/128/256/400 took 614/582/563/554 ms in fp32 and
+# 452/399/381/374 ms in bf16: bigger is better up to a few hundred images, so the CUDA
+# budget of 2**26 elements gives 445 points at 224x224.
+_BUDGET = {"cpu": 2 ** 17, "cuda": 2 ** 26}
 _MAX_ROWS = {"cpu": 1024, "cuda": 4096}
 MIN_ROWS = 16
 
@@ -94,7 +97,8 @@ class PathBatch:
         if self.target is None:
             return None
         if self._row_target is None or self._row_target[0] != S:
-            self._row_target = (S, self.target.repeat_interleave(S))
+            # expand + reshape, not repeat_interleave: no host sync, so CUDA graphs can capture it
+            self._row_target = (S, self.target.view(-1, 1).expand(-1, S).reshape(-1))
         return self._row_target[1][start:start + n]
 
 
@@ -146,6 +150,8 @@ class PathEngine:
         self._device_ref = first_tensor(model)  # for an O(1) model/input device check
         self._oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self._ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
+        self._capturing = False  # inside a CUDA-graph capture: no host syncs (checks run after replay)
+        self.graphs = None  # a graphs.GraphCache when the Explainer asked for CUDA graphs
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
@@ -187,7 +193,9 @@ class PathEngine:
     def _context(self, device: torch.device):
         if self.autocast is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast)
+        # No weight-cast cache: each chunk is its own autocast region anyway, and a cache
+        # would hold tensors that a captured CUDA graph must not depend on.
+        return torch.autocast(device_type=device.type, dtype=self.autocast, cache_enabled=False)
 
     def _forward(self, batch: PathBatch, points: torch.Tensor, start: int, S: int) -> torch.Tensor:
         """The model on path rows [start, start + len(points)), with their extra args."""
@@ -230,20 +238,11 @@ class PathEngine:
             base_rows = batch.baseline.expand_as(batch.x) if per_input else batch.baseline[:1]
             points = torch.cat([batch.x, base_rows.to(batch.x.dtype)], 0)
             examples = torch.cat([torch.arange(B), torch.arange(B) if per_input else torch.zeros(1, dtype=torch.long)])
-        step = self.rows_per_chunk(batch, forward_only=True)
-        outs = []
-        s = 0
-        with torch.no_grad(), self._context(points.device), stage("endpoints", self._ranges):
-            while s < points.shape[0]:
-                chunk = points[s:s + step]
-                args = batch.args_for(examples[s:s + step].to(points.device)) if batch.args else ()
-                try:
-                    outs.append(check_model_output(self.model(chunk, *args), chunk.shape[0], self.output))
-                except torch.OutOfMemoryError:
-                    step = self._back_off(step)
-                    continue
-                s += chunk.shape[0]
-        out = torch.cat(outs, 0)
+        with stage("endpoints", self._ranges):
+            if self.graphs is not None and not batch.args and points.is_cuda and not callable(self.output):
+                out = self.graphs.forward(batch, points)
+            else:
+                out = self.forward_rows(batch, points, examples)
         if batch.target is None and out.dim() == 2:
             batch.target = out[:B].argmax(1)
         check_target_range(batch.target, out, self.output)
@@ -256,8 +255,28 @@ class PathEngine:
         _check_finite_values(f_b, "F(x') at the baselines")
         return f_x.to(batch.acc_dtype), f_b.to(batch.acc_dtype)
 
+    def forward_rows(self, batch: PathBatch, points: torch.Tensor, examples: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The model's outputs on `points`, forward only, in chunks (rows' extra args
+        from `examples`, the input index of each row)."""
+        step = self.rows_per_chunk(batch, forward_only=True)
+        outs = []
+        s = 0
+        with torch.no_grad(), self._context(points.device):
+            while s < points.shape[0]:
+                chunk = points[s:s + step]
+                args = batch.args_for(examples[s:s + step].to(points.device)) if batch.args else ()
+                try:
+                    outs.append(check_model_output(self.model(chunk, *args), chunk.shape[0], self.output))
+                except torch.OutOfMemoryError:
+                    step = self._back_off(step)
+                    continue
+                s += chunk.shape[0]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
     def path_values(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
         """F(x' + alpha (x - x')) for alphas (B, S), forward only: (B, S) in the accumulator dtype."""
+        if self.graphs is not None and self.graphs.supports(batch):
+            return self.graphs.path_values(batch, alphas)
         B, S = alphas.shape
         a = self._alphas_on_device(batch, alphas)
         values = torch.empty(B * S, dtype=batch.acc_dtype, device=batch.x.device)
@@ -273,11 +292,12 @@ class PathEngine:
                     out = None
                     step = self._back_off(step)
                     continue
-                if s == 0:
+                if s == 0 and not self._capturing:
                     check_target_range(batch.target, out, self.output)
                 values[s:s + n] = select_output(out, batch.row_targets(s, n, S), self.output)
                 s += n
-        _check_finite_values(values.view(B, S), "F along the path")
+        if not self._capturing:
+            _check_finite_values(values.view(B, S), "F along the path")
         return values.view(B, S)
 
     # ------------------------------------------- gradients at arbitrary points
@@ -347,6 +367,8 @@ class PathEngine:
             raise ValueError(f"importance must be one of {IMPORTANCE}; got {importance!r}")
         if batch.target is None and not callable(self.output):
             raise RuntimeError("internal: target must be resolved before the gradient pass")
+        if self.graphs is not None and self.graphs.supports(batch, importance):
+            return self.graphs.integrate(batch, alphas, weights, importance)
         B, S = alphas.shape
         dev = batch.x.device
         a = self._alphas_on_device(batch, alphas)
@@ -370,7 +392,7 @@ class PathEngine:
                 with torch.enable_grad():
                     with stage("forward", on):
                         out = self._forward(batch, points, s, S)
-                        if s == 0:
+                        if s == 0 and not self._capturing:
                             check_target_range(batch.target, out, self.output)
                         f = select_output(out, batch.row_targets(s, n, S), self.output)
                     with stage("backward", on):
@@ -395,12 +417,8 @@ class PathEngine:
                 else:
                     fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, None, which)
             s += n
-        if not all_finite(acc):
-            bad = (~torch.isfinite(acc.view(B, -1))).any(1).nonzero().flatten()[:5].tolist()
-            raise FloatingPointError(
-                f"the path integral is not finite for inputs {bad}: the model produced NaN/Inf gradients or outputs "
-                f"along the path (check for overflow, e.g. under fp16 autocast)"
-            )
+        if not self._capturing:
+            check_integral_finite(acc)
         return PathIntegral(acc, values.view(B, S), None if scales is None else scales.view(B, S))
 
     @staticmethod
@@ -433,3 +451,17 @@ def _check_finite_values(values: torch.Tensor, what: str) -> None:
     if not all_finite(values):
         bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(1).nonzero().flatten()[:5].tolist()
         raise FloatingPointError(f"the model's output is NaN or Inf: {what}, for inputs {bad}")
+
+
+def check_integral_finite(acc: torch.Tensor) -> None:
+    """No silent NaNs: a non-finite path integral stops the call and names the inputs."""
+    if not all_finite(acc):
+        bad = (~torch.isfinite(acc.reshape(acc.shape[0], -1))).any(1).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(
+            f"the path integral is not finite for inputs {bad}: the model produced NaN/Inf gradients or outputs "
+            f"along the path (check for overflow, e.g. under fp16 autocast)"
+        )
+
+
+def check_values_finite(values: torch.Tensor, what: str) -> None:
+    _check_finite_values(values, what)

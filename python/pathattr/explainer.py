@@ -27,6 +27,12 @@ class Explainer:
             accumulation stays fp32.
         backend: "auto" (Triton kernels for CUDA tensors, torch for CPU), "triton" or "torch".
         accumulate_dtype: None (fp64 for fp64 inputs, else fp32), torch.float32 or torch.float64.
+        cuda_graphs: capture each new input shape's passes (forward-only endpoints and
+            probe, gradient pass) as CUDA graphs and replay them on later calls of the
+            same shape: no allocation, no per-kernel launch cost. CUDA inputs with named
+            outputs and no extra forward args only; anything else, or a model that
+            cannot be captured, runs eagerly (with one warning). Use `warmup` to capture
+            before the first request.
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
             rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
@@ -34,12 +40,19 @@ class Explainer:
 
     def __init__(self, model, method: str = "idg", *, output="logit", internal_batch_size: Optional[int] = None,
                  probe_batch_size: Optional[int] = None, autocast: Optional[torch.dtype] = None,
-                 backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None, **method_settings: Any):
+                 backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None, cuda_graphs: bool = False,
+                 **method_settings: Any):
         self._method = methods.get(method)
         self.settings = self._method.settings(**method_settings)
         self.engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size,
                                  probe_batch_size=probe_batch_size, autocast=autocast, backend=backend,
                                  accumulate_dtype=accumulate_dtype)
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+        if cuda_graphs:
+            from .graphs import GraphCache
+
+            self.engine.graphs = GraphCache(self.engine)
         # The engine reuses one interpolation buffer: calls from several threads are
         # serialised so they cannot overwrite each other's path points.
         self._lock = threading.Lock()
@@ -81,6 +94,21 @@ class Explainer:
         if return_convergence_delta:
             return res.attributions, res.delta
         return res.attributions
+
+    def warmup(self, example_shape, batch_size: int = 1, dtype: Optional[torch.dtype] = None, device=None,
+               target: Any = None, baselines: Any = None, **kwargs) -> "Explainer":
+        """Run one call on random inputs of shape (batch_size, *example_shape) so buffers are
+        allocated, cuDNN has chosen its algorithms and, with cuda_graphs, the passes of that
+        shape are captured before the first real request. Returns self."""
+        from ._validation import first_tensor
+
+        ref = first_tensor(self.model)
+        dev = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
+        dt = dtype or (ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
+        x = torch.rand((batch_size,) + tuple(example_shape), device=dev, dtype=dt)
+        for _ in range(2):  # the first call captures; the second replays (checks the replay path)
+            self.attribute(x, baselines=baselines, target=target, **kwargs)
+        return self
 
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())

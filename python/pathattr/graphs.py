@@ -1,0 +1,187 @@
+"""CUDA graphs of the engine's fixed-shape passes (probe and gradient pass).
+
+A request of a shape seen before replays a captured graph: new inputs are copied into
+static buffers, one `replay()` launches every chunk's interpolation, forward,
+backward and fold, and nothing is allocated or compiled. Design trade-off: the graph
+is the engine's own eager loop run once under capture (no second implementation), so
+everything inside it must avoid host synchronisation; the checks that need the host
+(target range, finite values) run once on the outputs after the replay instead.
+
+Captured per key (input shape and dtype, baseline shape, samples per input, importance
+mode): one private copy of the engine (its interpolation buffer belongs to the graph),
+static input tensors, and the graph's memory pool. Keys are kept in LRU order, at most
+`max_graphs` of them. A model that cannot be captured (host syncs, CPU tensors,
+data-dependent shapes) falls back to the eager loop with one warning, for good.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .engine import PathBatch, PathEngine, PathIntegral, check_integral_finite, check_values_finite
+
+
+@dataclass
+class _Entry:
+    graph: "torch.cuda.CUDAGraph"
+    batch: PathBatch  # static x, baseline, target
+    alphas: torch.Tensor
+    weights: Optional[torch.Tensor]
+    outputs: Tuple[Optional[torch.Tensor], ...]
+
+
+class GraphCache:
+    """Captures and replays an engine's probe and gradient passes for CUDA inputs.
+
+    Args:
+        engine: the eager engine to copy (model, output, chunking, autocast, backend).
+        max_graphs: how many shapes to keep captured (least recently used dropped).
+        warmup_iters: eager runs on a side stream before capture (cuDNN algorithm
+            choice and autograd's lazy state happen there, not in the graph).
+    """
+
+    def __init__(self, engine: PathEngine, max_graphs: int = 4, warmup_iters: int = 2):
+        self._engine = copy.copy(engine)
+        self._engine.graphs = None
+        self._engine._buffer = None
+        self.max_graphs = max_graphs
+        self.warmup_iters = warmup_iters
+        self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+        self._failed: Dict[tuple, str] = {}
+        self.captures = 0  # how many graphs were captured (tests and benchmarks read it)
+        self.replays = 0
+
+    # ----------------------------------------------------------------- policy
+    def supports(self, batch: PathBatch, importance: str = "none") -> bool:
+        """Fixed-shape, sync-free cases only: CUDA inputs, resolved targets, no extra
+        forward args, a named output, and no finite-difference importance (it branches
+        on the data)."""
+        e = self._engine
+        return (batch.x.is_cuda and batch.target is not None and not batch.args and not callable(e.output)
+                and importance in ("none", "exact") and batch.size > 0)
+
+    def _key(self, kind: str, batch: PathBatch, alphas: torch.Tensor, importance: str) -> tuple:
+        return (kind, tuple(batch.x.shape), batch.x.dtype, tuple(batch.baseline.shape), batch.baseline.dtype,
+                tuple(alphas.shape), importance, batch.acc_dtype, batch.x.device.index)
+
+    # ------------------------------------------------------------------ passes
+    def path_values(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
+        key = self._key("probe", batch, alphas, "none")
+        entry = self._get(key, batch, alphas, None, lambda eng, b, a, w: (eng.path_values(b, a),))
+        if entry is None:
+            return self._engine.path_values(batch, alphas)
+        self._load(entry, batch, alphas, None)
+        entry.graph.replay()
+        self.replays += 1
+        values = entry.outputs[0].clone()
+        check_values_finite(values, "F along the path")
+        return values
+
+    def integrate(self, batch: PathBatch, alphas: torch.Tensor, weights: torch.Tensor, importance: str) -> PathIntegral:
+        key = self._key("integrate", batch, alphas, importance)
+
+        def run(eng, b, a, w):
+            r = eng.integrate(b, a, w, importance=importance)
+            return r.acc, r.values, r.importance
+
+        entry = self._get(key, batch, alphas, weights, run)
+        if entry is None:
+            return self._engine.integrate(batch, alphas, weights, importance=importance)
+        self._load(entry, batch, alphas, weights)
+        entry.graph.replay()
+        self.replays += 1
+        acc, values, scales = (None if t is None else t.clone() for t in entry.outputs)
+        check_integral_finite(acc)
+        return PathIntegral(acc, values, scales)
+
+    def forward(self, batch: PathBatch, points: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs on `points` (no grad), e.g. the endpoints F(x), F(x')."""
+        key = ("forward", tuple(points.shape), points.dtype, points.device.index)
+        static = PathBatch(points, points[:1], None, (), batch.acc_dtype)
+
+        def run(eng, b, a, w):
+            return (eng.forward_rows(b, b.x),)
+
+        entry = self._get(key, static, None, None, run)
+        if entry is None:
+            return self._engine.forward_rows(static, points)
+        entry.batch.x.copy_(points)
+        entry.graph.replay()
+        self.replays += 1
+        return entry.outputs[0].clone()
+
+    # ----------------------------------------------------------------- capture
+    def _get(self, key, batch, alphas, weights, run: Callable) -> Optional[_Entry]:
+        if key in self._failed:
+            return None
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry
+        try:
+            entry = self._capture(batch, alphas, weights, run)
+        except Exception as exc:  # any capture failure: eager from now on, said once
+            self._failed[key] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"pathattr: CUDA-graph capture failed ({self._failed[key]}); this shape runs eagerly",
+                          RuntimeWarning, stacklevel=4)
+            torch.cuda.synchronize()
+            return None
+        self._entries[key] = entry
+        while len(self._entries) > self.max_graphs:
+            self._entries.popitem(last=False)
+        return entry
+
+    def _capture(self, batch: PathBatch, alphas, weights, run: Callable) -> _Entry:
+        eng = copy.copy(self._engine)  # private buffers for this graph
+        eng._buffer = None
+        dev = batch.x.device
+        a_dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
+        static = PathBatch(batch.x.clone(), batch.baseline.clone(),
+                           None if batch.target is None else batch.target.clone(), (), batch.acc_dtype)
+        s_alphas = None if alphas is None else alphas.to(device=dev, dtype=a_dtype).clone().contiguous()
+        s_weights = None if weights is None else weights.to(device=dev, dtype=batch.acc_dtype).clone().contiguous()
+        # One eager run with the checks on (target range, finite values), then warm-up
+        # runs on a side stream as CUDA graphs require, then the capture.
+        run(eng, static, s_alphas, s_weights)
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        eng._capturing = True
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup_iters):
+                    _reset(static)
+                    run(eng, static, s_alphas, s_weights)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            torch.cuda.synchronize(dev)
+            graph = torch.cuda.CUDAGraph()
+            _reset(static)
+            with torch.cuda.graph(graph):
+                outputs = run(eng, static, s_alphas, s_weights)
+        finally:
+            eng._capturing = False
+        self.captures += 1
+        return _Entry(graph, static, s_alphas, s_weights, tuple(outputs))
+
+    @staticmethod
+    def _load(entry: _Entry, batch: PathBatch, alphas: torch.Tensor, weights: Optional[torch.Tensor]) -> None:
+        st = entry.batch
+        st.x.copy_(batch.x)
+        st.baseline.copy_(batch.baseline)
+        if st.target is not None:
+            st.target.copy_(batch.target)
+        entry.alphas.copy_(alphas)
+        if weights is not None:
+            entry.weights.copy_(weights)
+
+
+def _reset(batch: PathBatch) -> None:
+    """Drop values cached on the static batch, so the captured graph recomputes them
+    from the static inputs on every replay (x - x', per-row targets)."""
+    batch._diff = None
+    batch._row_target = None
+
