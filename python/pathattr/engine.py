@@ -178,6 +178,8 @@ class PathEngine:
     def _back_off(self, step: int) -> int:
         """After a CUDA out-of-memory error: halve the chunk, remember the cap for later
         calls of this engine, and retry the same rows (never a crash unless one row fails)."""
+        if self._capturing:  # no retry inside a CUDA-graph capture: the capture fails, eager takes over
+            raise torch.OutOfMemoryError(f"out of memory with {step} path points per chunk during CUDA-graph capture")
         if step <= 1:
             raise torch.OutOfMemoryError("out of memory with a chunk of one path point: the model does not fit "
                                          "the device even for one input")
