@@ -151,11 +151,19 @@ class GraphCache:
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         eng._capturing = True
+        # Warm-up with host synchronisation made an error: a model that syncs (.item(),
+        # data-dependent shapes) fails here, before the capture, whose failure would leave
+        # CUDA and the RNG in capture state.
+        mode = torch.cuda.get_sync_debug_mode()
         try:
             with torch.cuda.stream(side):
-                for _ in range(self.warmup_iters):
-                    _reset(static)
-                    run(eng, static, s_alphas, s_weights)
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    for _ in range(self.warmup_iters):
+                        _reset(static)
+                        run(eng, static, s_alphas, s_weights)
+                finally:
+                    torch.cuda.set_sync_debug_mode(mode)
             torch.cuda.current_stream(dev).wait_stream(side)
             torch.cuda.synchronize(dev)
             graph = torch.cuda.CUDAGraph()
