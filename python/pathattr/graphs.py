@@ -33,6 +33,7 @@ class _Entry:
     alphas: torch.Tensor
     weights: Optional[torch.Tensor]
     outputs: Tuple[Optional[torch.Tensor], ...]
+    engine: PathEngine  # owns the interpolation buffer the graph writes into: must outlive the graph
 
 
 class GraphCache:
@@ -173,7 +174,7 @@ class GraphCache:
         finally:
             eng._capturing = False
         self.captures += 1
-        return _Entry(graph, static, s_alphas, s_weights, tuple(outputs))
+        return _Entry(graph, static, s_alphas, s_weights, tuple(outputs), eng)
 
     @staticmethod
     def _load(entry: _Entry, batch: PathBatch, alphas: torch.Tensor, weights: Optional[torch.Tensor]) -> None:
