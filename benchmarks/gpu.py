@@ -106,17 +106,17 @@ def throughput(model, B, dtype, repeat, captum=True):
     cf51, medf51 = best_of(lambda c: bare_fwd(model, ppts51, ptgt51, c, dtype), [128, 256, 512], 3)
     rows["bare_fwd_probe13"] = {"median_s": medf[cf], "chunk": cf}
     rows["bare_fwd_probe51"] = {"median_s": medf51[cf51], "chunk": cf51}
-    providers = {}
     for meth, kw in (("ig", {}), ("idg", {}), ("idg_n50", {"n_probe": 50}), ("ig_graphs", {"cuda_graphs": True}),
                      ("idg_n50_graphs", {"n_probe": 50, "cuda_graphs": True})):
+        k = f"pathattr_{meth}"
+        # One Explainer alive at a time: a captured graph keeps its chunk's activations.
         ex = pa.Explainer(model, meth.split("_")[0], n_steps=STEPS, autocast=dtype, **kw)
-        providers[f"pathattr_{meth}"] = (lambda ex=ex: ex.attribute(x, target=target))
-    for k, fn in providers.items():
         try:
-            rows[k] = {"median_s": statistics.median(time_calls(fn, repeat))}
+            rows[k] = {"median_s": statistics.median(time_calls(lambda: ex.attribute(x, target=target), repeat))}
         except Exception as exc:  # report and go on: one call of the suite measures everything
             print(f"  {k} failed: {type(exc).__name__}: {exc}", flush=True)
             rows[k] = {"median_s": float("nan"), "error": f"{type(exc).__name__}: {exc}"[:300]}
+        del ex
         torch.cuda.empty_cache()
     if captum:
         try:
@@ -296,6 +296,7 @@ def main(argv=None):
                 print(f"latency {key} failed: {type(exc).__name__}: {exc}", flush=True)
                 continue
             result["latency"][key] = r
+            torch.cuda.empty_cache()
             print(f"latency {key:<30} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

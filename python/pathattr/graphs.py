@@ -157,7 +157,8 @@ class GraphCache:
         # CUDA and the RNG in capture state.
         mode = torch.cuda.get_sync_debug_mode()
         try:
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype")
                 torch.cuda.set_sync_debug_mode("error")
                 try:
                     for _ in range(self.warmup_iters):
