@@ -99,16 +99,21 @@ def test_max_dist_zero_is_left_riemann_ig(seed):
 
 
 def test_completeness_error_shrinks(seed):
-    """|sum GIG - (F(x) - F(x'))|, mean over 8 inputs of a small ReLU MLP. Measured
-    (this seed): about 1.3e-2 at T = 50, 3.9e-3 at 200, 9.8e-4 at 800."""
-    model = MLP(d_in=12, classes=5).double().eval()
-    x = torch.randn(8, 12, dtype=torch.float64)
+    """|sum GIG - (F(x) - F(x'))|, mean over 4 inputs. Smooth MLP (GELU, LayerNorm): the
+    error falls like 1/T (measured on this seed: 7.0e-3, 1.8e-3, 9.0e-4 at T = 50, 200, 400).
+    ReLU MLP at T = 200: 5.8e-4 (it falls slowly beyond, as the path crosses kinks;
+    over seeds 0-2 we measured 5e-4..1.9e-3 at 200 and 5e-4..1.7e-3 at 800)."""
+    smooth = SmoothMLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(4, 12, dtype=torch.float64)
     errs = []
-    for steps in (50, 200, 800):
-        _, delta = pa.guided_integrated_gradients(model, x, target=0, n_steps=steps, return_convergence_delta=True)
+    for steps in (50, 200, 400):
+        _, delta = pa.guided_integrated_gradients(smooth, x, target=0, n_steps=steps, return_convergence_delta=True)
         errs.append(delta.abs().mean().item())
     assert errs[1] < 1e-2
-    assert errs[2] < errs[1] < errs[0], errs
+    assert errs[1] < errs[0] / 2 and errs[2] < errs[1] / 1.5, errs
+    relu = MLP(d_in=12, classes=5).double().eval()
+    _, delta = pa.guided_integrated_gradients(relu, x, target=0, n_steps=200, return_convergence_delta=True)
+    assert delta.abs().mean().item() < 1e-2, delta
 
 
 def test_edge_cases(seed):
