@@ -67,8 +67,8 @@ def test_native_equals_reference_bit_for_bit(case):
 @settings(max_examples=400, **HYP)
 @given(curve_case())
 def test_definition(case):
-    """alpha* in (0, 1]; at a crossing the interpolated curve equals tau there and no
-    earlier probe point reaches tau (for the baseline threshold)."""
+    """alpha* in (0, 1]; when truncated, alpha* lies in the interval of the first upward
+    crossing of tau, at the fraction t where the linear interpolation equals tau."""
     curves, r, threshold = case
     a, whole = native.truncate(curves, r, threshold)
     for L, al, wh in zip(curves, a, whole):
@@ -77,17 +77,19 @@ def test_definition(case):
         if L[N] <= L[0]:
             assert wh and al == 1.0
             continue
-        if wh:
-            assert al == 1.0
-            continue
         h = L / 2
         tau = h[0] + r * (h[N] - h[0]) if threshold == "baseline" else r * h.max()
-        j = min(N, max(1, math.ceil(al * N)))  # alpha* lies in interval j - 1, up to rounding
-        lo, hi = h[j - 1], h[j]
-        interp = lo + (al * N - (j - 1)) * (hi - lo)
-        assert abs(interp - tau) <= 1e-9 * max(abs(tau), abs(lo), abs(hi)), (L, al, tau)
-        if threshold == "baseline":
-            assert all(h[i] < tau for i in range(j - 1)), (L, al)  # nothing reached tau before
+        crossings = [j for j in range(1, N + 1) if h[j - 1] < tau <= h[j]]
+        if not crossings:
+            assert wh and al == 1.0
+            continue
+        j = crossings[0]
+        assert not wh
+        t = (tau - h[j - 1]) / (h[j] - h[j - 1])
+        assert 0.0 < t <= 1.0
+        assert abs(al * N - (j - 1) - t) <= 1e-12 * N, (L, al, j, t)
+        if threshold == "baseline" and h[0] < tau:  # (tau can round to h[0] when r (h_N - h_0) is tiny)
+            assert all(h[i] < tau for i in range(j)), (L, al)  # nothing reached tau before
 
 
 def test_bad_input():
