@@ -1,6 +1,5 @@
 """Left-IG truncation (pathattr._scheduler.truncate, csrc/truncate.cpp) against its
 plain-Python twin (bit for bit), hand-checked curves, and the definition's properties."""
-import math
 
 import numpy as np
 import pytest

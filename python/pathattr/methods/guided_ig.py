@@ -108,7 +108,7 @@ def guided_path(grad_fn, x_in: torch.Tensor, x_base: torch.Tensor, steps: int, f
         while bool(pending.any()):
             nround += pending
             x_old = x.clone()
-            # Features whose features' own alpha lags behind alpha_min snap to x_min;
+            # Features whose own alpha lags behind alpha_min snap to x_min;
             # features with x_i = x'_i count as at alpha_max (never behind).
             x_alpha = torch.where(moving, (x - xb) / safe, torch.full_like(x, a_max))
             x = torch.where((x_alpha < a_min) & pending[:, None], x_min, x)

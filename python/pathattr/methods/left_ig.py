@@ -14,12 +14,9 @@ forward at p(alpha*) when a delta or details are asked for.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
-
 import math
 import numbers
-
-import torch
+from typing import Any, Dict, Optional
 
 from .. import schedules
 from .._validation import check_choice, check_positive_int
