@@ -11,6 +11,7 @@
 
 #include "adaptive_grid.hpp"
 #include "quadrature.hpp"
+#include "truncate.hpp"
 
 namespace py = pybind11;
 
@@ -67,6 +68,32 @@ py::tuple py_adaptive_grid(const py::object& curves_obj, int64_t M, const std::s
     return py::make_tuple(alphas, weights, counts);
 }
 
+py::tuple py_truncate(const py::object& curves_obj, double r, const std::string& threshold) {
+    const pathattr::Threshold th = pathattr::parse_threshold(threshold);
+    using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    Arr curves = Arr::ensure(curves_obj);
+    if (!curves) {
+        throw py::value_error("curves: expected a 2-D array of real numbers (B, N+1)");
+    }
+    if (curves.ndim() != 2) {
+        throw py::value_error("curves: expected a 2-D array (B, N+1), got " +
+                              std::to_string(curves.ndim()) + " dimension(s)");
+    }
+    const int64_t B = static_cast<int64_t>(curves.shape(0));
+    const int64_t N = static_cast<int64_t>(curves.shape(1)) - 1;
+    pathattr::check_truncate_options(r, N);
+    py::array_t<double> alpha_star(static_cast<py::ssize_t>(B));
+    py::array_t<bool> whole(static_cast<py::ssize_t>(B));
+    const double* in = curves.data();
+    double* pa = alpha_star.mutable_data();
+    bool* pw = whole.mutable_data();
+    {
+        py::gil_scoped_release release;
+        pathattr::truncate_batch(in, B, N, r, th, pa, pw);
+    }
+    return py::make_tuple(alpha_star, whole);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_scheduler, m) {
@@ -110,6 +137,28 @@ Returns:
     (alphas (B, M) float64 ascending per row, weights (B, M) float64,
      counts (B, N) int64 samples per interval, each row summing to M).
     Interval j's samples lie in [j/N, (j+1)/N), each with weight 1/(N*n_j).
+
+Raises:
+    ValueError: naming the offending argument (and the row for non-finite curves).
+)doc");
+    m.def("truncate", &py_truncate, py::arg("curves"), py::arg("r") = 0.9,
+          py::arg("threshold") = "baseline",
+          R"doc(Left-IG truncation point alpha* per example (SPEC section 3), batched over rows.
+
+Args:
+    curves: (B, N+1) array, L_j = F(p(j/N)) per example; converted to float64; must
+        be finite. B may be 0. N >= 1.
+    r: fraction in (0, 1] (default 0.9).
+    threshold: 'baseline' (tau = L_0 + r (L_N - L_0), default) or 'max'
+        (tau = r * max_j L_j, the IDG authors' variant).
+
+Returns:
+    (alpha_star (B,) float64 in (0, 1], used_whole_path (B,) bool).
+    alpha* = (j - 1 + t) / N at the first upward crossing L_{j-1} < tau <= L_j,
+    t = (tau - L_{j-1}) / (L_j - L_{j-1}) (linear interpolation between probe
+    points). The whole path (alpha* = 1, flag True) when L_N <= L_0 (F(x) <= F(x'))
+    or when the curve never crosses tau upward. Computed on L/2 so that no
+    difference overflows; identical to the plain formula where that is finite.
 
 Raises:
     ValueError: naming the offending argument (and the row for non-finite curves).

@@ -6,9 +6,11 @@
     ex = pa.Explainer(model, method="idg", n_steps=32); res = ex.attribute(x, return_details=True)
 """
 from .api import integrated_decision_gradients, integrated_gradients
+from .api import adversarial_gradient_integration, guided_integrated_gradients, left_integrated_gradients
 from .explainer import Explainer
 from .result import AttributionResult
 from .schedules import quadrature
 
 __version__ = "0.1.0"
 __all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]
+__all__ += ["left_integrated_gradients", "guided_integrated_gradients", "adversarial_gradient_integration"]

@@ -53,3 +53,78 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def left_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
+                              additional_forward_args: Any = None, n_steps: int = 50, method: str = "gausslegendre",
+                              r: float = 0.9, threshold: str = "baseline", n_probe: Optional[int] = None,
+                              internal_batch_size: Optional[int] = None, probe_batch_size: Optional[int] = None,
+                              return_convergence_delta: bool = False, return_details: bool = False, output="logit",
+                              autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                              accumulate_dtype: Optional[torch.dtype] = None):
+    """Left-IG / Split IG (Miglani et al. 2020): IG over [0, alpha*] of the straight path.
+
+    alpha*: where F first reaches tau = F(x') + r (F(x) - F(x')) (threshold="baseline",
+    default) or tau = r * max F along the path (threshold="max"), found on a forward-only
+    probe curve at N + 1 = n_probe + 1 evenly spaced points (default n_probe =
+    max(2, n_steps // 4)), linearly interpolated between probe points. The rule `method`
+    (default Gauss-Legendre) is mapped onto [0, alpha*]. F(x) <= F(x') (or no upward
+    crossing of tau) uses the whole path; details.extras["used_whole_path"] says so,
+    extras["alpha_star"] gives alpha*.
+    delta: sum of attributions - (F(p(alpha*)) - F(x')) (completeness on the truncated path).
+    Cost: n_probe + 1 forward-only + n_steps forward+backward per input (+1 forward at
+    p(alpha*) for a delta or details).
+    """
+    ex = Explainer(model, "left_ig", n_steps=n_steps, rule=method, r=r, threshold=threshold, n_probe=n_probe,
+                   output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
+                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def guided_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
+                                additional_forward_args: Any = None, n_steps: int = 200, fraction: float = 0.25,
+                                max_dist: float = 0.02, internal_batch_size: Optional[int] = None,
+                                return_convergence_delta: bool = False, return_details: bool = False, output="logit",
+                                autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                                accumulate_dtype: Optional[torch.dtype] = None):
+    """Guided IG (Kapishnikov et al. 2021): an adaptive path that moves the features with
+    the smallest |gradient| first, at most max_dist (in alpha) off the straight line.
+
+    n_steps: T steps (default 200), one gradient per step per input; fraction: share of
+    features moved per selection round (default 0.25, lower quantile of |g|); max_dist:
+    default 0.02 (0 = IG's straight line, 1 = unbounded). The path and the sum are
+    float64; the model sees points in the inputs' dtype (use float64 inputs and model
+    for float64 throughout). Equals PAIR saliency's GuidedIG.GetMask.
+    delta: sum of attributions - (F(x) - F(x')).
+    Cost: n_steps forward+backward per input (+1 forward of x and x' for a delta,
+    details or target=None).
+    """
+    ex = Explainer(model, "guided_ig", n_steps=n_steps, fraction=fraction, max_dist=max_dist, output=output,
+                   internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
+                   accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def adversarial_gradient_integration(model, inputs: torch.Tensor, target: Any = None,
+                                     additional_forward_args: Any = None, epsilon: float = 0.05, max_iter: int = 20,
+                                     topk: int = 20, seed: int = 0, lo: Optional[float] = None,
+                                     hi: Optional[float] = None, restart: bool = False,
+                                     internal_batch_size: Optional[int] = None, return_details: bool = False,
+                                     autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                                     accumulate_dtype: Optional[torch.dtype] = None):
+    """Adversarial Gradient Integration (Pan et al. 2021): sum over `topk` adversarial
+    classes l of -d softmax_c/dx (x_i) * (x_{i+1} - x_i) along signed-gradient walks
+    x_{i+1} = clamp(x_i + epsilon sign(d softmax_l/dx (x_i)), lo, hi) toward l.
+
+    target: the explained class c (default: argmax of model(inputs)). No baseline.
+    topk classes (<= C - 1) are spread evenly over the other classes, deterministic
+    given `seed`. lo, hi: clamp bounds (default None: no clamp; the authors clamp to
+    [0, 1] image space). Walks stop once argmax = l, or after max_iter steps.
+    restart=True: the authors' code (every step from x_0). Softmax probabilities
+    always (the paper's definition); no completeness, so no convergence delta.
+    Cost: at most 2 * topk * max_iter forward+backward per input, +1 forward.
+    """
+    ex = Explainer(model, "agi", epsilon=epsilon, max_iter=max_iter, topk=topk, seed=seed, lo=lo, hi=hi,
+                   restart=restart, internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
+                   accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, None, target, additional_forward_args, False, return_details)

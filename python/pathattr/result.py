@@ -23,6 +23,7 @@ class AttributionResult:
     counts: (B, N) samples per probe interval (adaptive schedules).
     start_value, end_value: (B,) F(x') and F(x), when computed.
     method, settings: the method's name and every setting that shaped the result.
+    extras: method-specific details, e.g. Left-IG's alpha_star and used_whole_path.
     """
 
     attributions: torch.Tensor
@@ -39,4 +40,5 @@ class AttributionResult:
     end_value: Optional[torch.Tensor] = None
     method: str = ""
     settings: Dict[str, Any] = field(default_factory=dict)
+    extras: Dict[str, Any] = field(default_factory=dict)
 

@@ -63,3 +63,16 @@ def adaptive(curves: torch.Tensor, n_steps: int, growth: str = "abs", placement:
     c = np.ascontiguousarray(curves.detach().to("cpu", torch.float64).numpy())
     a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor)
     return Schedule(torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(counts))
+
+
+THRESHOLDS = ("baseline", "max")
+
+
+def truncate(curves: torch.Tensor, r: float = 0.9, threshold: str = "baseline"):
+    """Left-IG's alpha* per example from probe curves (B, N + 1) (SPEC §3).
+
+    Returns (alpha_star (B,) float64, used_whole_path (B,) bool), CPU tensors.
+    """
+    c = np.ascontiguousarray(curves.detach().to("cpu", torch.float64).numpy())
+    a, whole = _scheduler.truncate(c, r=r, threshold=threshold)
+    return torch.from_numpy(a), torch.from_numpy(whole)

@@ -4,9 +4,13 @@ A method module provides NAME, settings(**kwargs) -> dict and
 run(engine, batch, settings, want_delta, want_details) -> AttributionResult.
 """
 from . import idg, ig
+from . import agi, guided_ig, left_ig
 
 REGISTRY = {ig.NAME: ig, idg.NAME: idg}
 ALIASES = {"integrated_gradients": "ig", "integrated_decision_gradients": "idg"}
+REGISTRY.update({left_ig.NAME: left_ig, guided_ig.NAME: guided_ig, agi.NAME: agi})
+ALIASES.update({"left_integrated_gradients": "left_ig", "split_ig": "left_ig", "guided_integrated_gradients": "guided_ig",
+                "adversarial_gradient_integration": "agi"})
 
 
 def get(name: str):
