@@ -23,6 +23,10 @@ class AttributionResult:
     counts: (B, N) samples per probe interval (adaptive schedules).
     start_value, end_value: (B,) F(x') and F(x), when computed.
     method, settings: the method's name and every setting that shaped the result.
+    reference_index: (B, J) which reference each of an input's J paths started from
+        (Expected Gradients, distribution baselines; LPI: the index into the bank's
+        neighbourhood). For these methods alphas, weights and path_values are (B, J, k).
+    reference_weights: (B, J) the weight of each reference path (1/J, or LPI's densities).
     """
 
     attributions: torch.Tensor
@@ -39,4 +43,6 @@ class AttributionResult:
     end_value: Optional[torch.Tensor] = None
     method: str = ""
     settings: Dict[str, Any] = field(default_factory=dict)
+    reference_index: Optional[torch.Tensor] = None
+    reference_weights: Optional[torch.Tensor] = None
 
