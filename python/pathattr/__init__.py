@@ -10,5 +10,9 @@ from .explainer import Explainer
 from .result import AttributionResult
 from .schedules import quadrature
 
+from .api import bshap, expected_gradients  # noqa: E402  (methods-refs)
+from .refsets import DistributionBaseline, distribution_baseline  # noqa: E402
+
 __version__ = "0.1.0"
 __all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]
+__all__ += ["expected_gradients", "bshap", "distribution_baseline", "DistributionBaseline"]

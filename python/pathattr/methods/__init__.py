@@ -8,6 +8,11 @@ from . import idg, ig
 REGISTRY = {ig.NAME: ig, idg.NAME: idg}
 ALIASES = {"integrated_gradients": "ig", "integrated_decision_gradients": "idg"}
 
+from . import bshap, expected_gradients  # noqa: E402  (methods-refs: EG, LPI, BShap)
+REGISTRY[expected_gradients.NAME] = expected_gradients
+REGISTRY[bshap.NAME] = bshap
+ALIASES["eg"] = expected_gradients.NAME
+
 
 def get(name: str):
     key = ALIASES.get(name, name) if isinstance(name, str) else name
