@@ -10,9 +10,11 @@ from .explainer import Explainer
 from .result import AttributionResult
 from .schedules import quadrature
 
-from .api import bshap, expected_gradients  # noqa: E402  (methods-refs)
+from . import lpi  # noqa: E402  (methods-refs)
+from .api import bshap, expected_gradients, local_path_integration  # noqa: E402
 from .refsets import DistributionBaseline, distribution_baseline  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]
-__all__ += ["expected_gradients", "bshap", "distribution_baseline", "DistributionBaseline"]
+__all__ += ["expected_gradients", "local_path_integration", "bshap", "distribution_baseline", "DistributionBaseline",
+            "lpi"]

@@ -96,3 +96,25 @@ def bshap(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None
                    max_exact_features=max_exact_features, seed=seed, output=output,
                    probe_batch_size=internal_batch_size, autocast=autocast)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def local_path_integration(model, inputs: torch.Tensor, bank, target: Any = None,
+                           additional_forward_args: Any = None, n_alphas: int = 1, alpha_range=(0.01, 0.99),
+                           seed: int = 0, internal_batch_size: Optional[int] = None,
+                           return_convergence_delta: bool = False, return_details: bool = False, output="logit",
+                           autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                           accumulate_dtype: Optional[torch.dtype] = None):
+    """Local Path Integration (Yang et al. 2023): sum_j rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)).
+
+    bank: a pathattr.lpi.ReferenceBank built for this model
+        (`pathattr.lpi.build_reference_bank(model, dataset, n_neighbourhoods, n_references)`
+        or `ReferenceBank.load(path)`); a bank built for another model is refused.
+        Each input uses the m references and densities of the neighbourhood nearest its logits.
+    n_alphas: alphas per reference (default 1, as the paper), ~ U(alpha_range), seeded by `seed`.
+    Delta: sum LPI - (F(x) - sum_j rho_j F(r_j)).
+    Cost: 1 forward + m*k forward+backward per input (+ m forward-only for a delta).
+    """
+    ex = Explainer(model, "lpi", bank=bank, n_alphas=n_alphas, alpha_range=alpha_range, seed=seed, output=output,
+                   internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
+                   accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, None, target, additional_forward_args, return_convergence_delta, return_details)

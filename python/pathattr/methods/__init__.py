@@ -8,9 +8,11 @@ from . import idg, ig
 REGISTRY = {ig.NAME: ig, idg.NAME: idg}
 ALIASES = {"integrated_gradients": "ig", "integrated_decision_gradients": "idg"}
 
-from . import bshap, expected_gradients  # noqa: E402  (methods-refs: EG, LPI, BShap)
+from . import bshap, expected_gradients, lpi  # noqa: E402  (methods-refs: EG, LPI, BShap)
 REGISTRY[expected_gradients.NAME] = expected_gradients
 REGISTRY[bshap.NAME] = bshap
+REGISTRY[lpi.NAME] = lpi
+ALIASES["local_path_integration"] = lpi.NAME
 ALIASES["eg"] = expected_gradients.NAME
 
 
