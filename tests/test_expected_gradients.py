@@ -6,7 +6,7 @@ import torch
 import pathattr as pa
 from conftest import assert_close
 from pathattr.reference import expected_gradients as ref
-from testmodels import MLP, GatedMLP, SmoothMLP
+from testmodels import MLP, BandModel, GatedMLP, SmoothMLP
 
 
 def _setup(B=3, R=7, d=6, classes=3):
@@ -172,3 +172,35 @@ def test_distribution_baseline_bad_input():
         pa.integrated_gradients(model, x, pa.distribution_baseline(torch.zeros(3, 5)), target=0)
     with pytest.raises(ValueError, match="baselines.*'ig'"):
         pa.bshap(model, x, pa.distribution_baseline(torch.zeros(3, 6)), target=0)
+
+
+@pytest.mark.parametrize("point, ig, eg_grid, igd_grid", [
+    ((0.6, 0.4), (1.0, 0.0), (0.0165, 0.5205), (0.0327, 0.5662)),
+    ((0.9, 0.6), (1.0, -1.0), (-0.1055, -0.2480), (-0.1238, -0.2767)),
+], ids=["path_A", "path_B"])
+def test_band_model_eg_and_distribution_ig(point, ig, eg_grid, igd_grid):
+    """SPEC §12.3's BandModel (IG from 0: A = (1, 0), B = (1, -1); BShap: A = (0, 1), B = (0, 0)).
+
+    Measured (seed 0): EG against x' = 0 only, 4,000 alphas: A = (1.029, 0), delta 0.029;
+    B = (0.992, -0.965), delta 0.028 (Monte-Carlo IG). EG against the 11 x 11 grid on
+    [0, 1]^2, 2,000 references: A = (0.0165, 0.5205), delta -0.071; B = (-0.1055, -0.2480),
+    delta 0.038. IG_D over the whole grid (exact mean, 500 midpoint steps per path):
+    A = (0.0327, 0.5662), B = (-0.1238, -0.2767), |delta| < 1e-3 (the kinks), with
+    E F(x') = 0.4008. A spread reference distribution moves the credit the way BShap
+    does: to x2 on path A, and to no positive credit on path B, where F(x) = 0.
+    """
+    model = BandModel()
+    x = torch.tensor([point], dtype=torch.float64)
+    g = torch.linspace(0, 1, 11, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    eg0 = pa.expected_gradients(model, x, torch.zeros(1, 2, dtype=torch.float64), target=0, n_references=1,
+                                n_alphas=4000, seed=0, return_details=True)
+    assert_close(eg0.attributions, [ig], rtol=0, atol=0.05, what="EG from 0 ~ IG")
+    eg = pa.expected_gradients(model, x, grid, target=0, n_references=2000, seed=0, return_details=True)
+    assert_close(eg.attributions, [eg_grid], rtol=0, atol=1e-4, what="EG over the grid (as measured)")
+    assert abs(float(eg.delta)) < 0.1
+    igd = pa.integrated_gradients(model, x, pa.distribution_baseline(grid), target=0, n_steps=500,
+                                  method="riemann_middle", return_details=True)
+    assert_close(igd.attributions, [igd_grid], rtol=0, atol=2e-3, what="IG_D over the grid")
+    assert abs(float(igd.delta)) < 1e-3
+    assert_close(igd.start_value, [97 / 242], rtol=1e-12, atol=0, what="E F(x') over the grid")
