@@ -111,17 +111,17 @@ def _shapley_weights(d: int) -> torch.Tensor:
 
 
 def _shapley_from_subsets(values: torch.Tensor, d: int) -> torch.Tensor:
-    """phi (B, d) from F at every subset (B, 2^d); subset s holds feature i iff bit i of s is set."""
+    """phi (B, d) from F at every subset (B, 2^d); subset s holds feature i iff bit i of s is set.
+
+    phi_i = sum_S F(S) c_i(S) with c_i(S) = w(|S| - 1) if i in S else -w(|S|): the same
+    sum as the pairwise differences, regrouped into one (B, 2^d) x (2^d, d) product.
+    """
     s = torch.arange(1 << d, device=values.device)
-    size = torch.zeros_like(s)
-    for i in range(d):
-        size += (s >> i) & 1
-    w = _shapley_weights(d).to(values.device)
-    phi = torch.empty((values.shape[0], d), dtype=values.dtype, device=values.device)
-    for i in range(d):
-        without = s[((s >> i) & 1) == 0]
-        phi[:, i] = ((values[:, without | (1 << i)] - values[:, without]) * w[size[without]]).sum(1)
-    return phi
+    bits = ((s.view(-1, 1) >> torch.arange(d, device=values.device)) & 1).bool()  # (2^d, d)
+    size = bits.sum(1, keepdim=True)
+    w = _shapley_weights(d).to(device=values.device, dtype=values.dtype)
+    coef = torch.where(bits, w[(size - 1).clamp_min(0)], -w[size.clamp_max(d - 1)])
+    return values @ coef
 
 
 def _shapley_from_permutations(values: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
