@@ -24,8 +24,9 @@ class AttributionResult:
     start_value, end_value: (B,) F(x') and F(x), when computed.
     method, settings: the method's name and every setting that shaped the result.
     reference_index: (B, J) which reference each of an input's J paths started from
-        (Expected Gradients, distribution baselines; LPI: the index into the bank's
-        neighbourhood). For these methods alphas, weights and path_values are (B, J, k).
+        (Expected Gradients, distribution baselines; LPI: the data-set index of each
+        reference of the input's neighbourhood, from bank.indices). For these methods
+        alphas, weights and path_values are (B, J, k) (distribution baselines: (B, J, S)).
     reference_weights: (B, J) the weight of each reference path (1/J, or LPI's densities).
     """
 
