@@ -11,6 +11,12 @@ from .explainer import Explainer
 from .result import AttributionResult
 from .schedules import quadrature
 
+from . import lpi  # noqa: E402  (methods-refs)
+from .api import bshap, expected_gradients, local_path_integration  # noqa: E402
+from .refsets import DistributionBaseline, distribution_baseline  # noqa: E402
+
 __version__ = "0.1.0"
 __all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]
 __all__ += ["left_integrated_gradients", "guided_integrated_gradients", "adversarial_gradient_integration"]
+__all__ += ["expected_gradients", "local_path_integration", "bshap", "distribution_baseline", "DistributionBaseline",
+            "lpi"]

@@ -128,3 +128,66 @@ def adversarial_gradient_integration(model, inputs: torch.Tensor, target: Any = 
                    restart=restart, internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
                    accumulate_dtype=accumulate_dtype)
     return ex.attribute(inputs, None, target, additional_forward_args, False, return_details)
+def expected_gradients(model, inputs: torch.Tensor, baselines: Any, target: Any = None,
+                       additional_forward_args: Any = None, n_references: int = 20, n_alphas: int = 1,
+                       seed: int = 0, internal_batch_size: Optional[int] = None,
+                       return_convergence_delta: bool = False, return_details: bool = False, output="logit",
+                       autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                       accumulate_dtype: Optional[torch.dtype] = None):
+    """Expected Gradients (Erion et al.): (1/J) sum_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)).
+
+    baselines: the reference set, a tensor (R, *input_shape) or a torch Dataset (items
+        are inputs or tuples starting with one; only the drawn items are read).
+    n_references: J references per input, drawn with replacement (default 20).
+    n_alphas: k alphas ~ U(0, 1) per reference, each paired with its reference (default 1).
+    seed: the torch.Generator seed for references and alphas (deterministic).
+    Delta: sum EG - (F(x) - mean_j F(r_j)) over the references drawn.
+    Cost: J*k forward+backward passes per input (+1 + J forward-only for a delta).
+    """
+    ex = Explainer(model, "expected_gradients", n_references=n_references, n_alphas=n_alphas, seed=seed,
+                   output=output, internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
+                   accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def bshap(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
+          additional_forward_args: Any = None, feature_mask: Optional[torch.Tensor] = None,
+          n_permutations: int = 25, max_exact_features: int = 16, seed: int = 0,
+          internal_batch_size: Optional[int] = None, return_convergence_delta: bool = False,
+          return_details: bool = False, output="logit", autocast: Optional[torch.dtype] = None):
+    """BShap: Shapley values of the features, absent features taking the baseline's values (SPEC §9).
+
+    feature_mask: None (every element is a feature) or integer group ids of one input's
+        shape, (1, ...) or (B, ...), like Captum's; every element gets its group's value.
+    max_exact_features: with d <= this (default 16) all 2^d subsets are evaluated (exact);
+        beyond it, n_permutations (default 25) random orders per input, seeded by `seed`.
+    internal_batch_size: model points per forward-only chunk (None: measured default).
+    Delta: sum over groups of phi - (F(x) - F(x')), zero up to rounding (efficiency).
+    Cost: 2^d forward passes per input (exact), n_permutations * (d - 1) + 2 (sampled); no backward.
+    """
+    ex = Explainer(model, "bshap", feature_mask=feature_mask, n_permutations=n_permutations,
+                   max_exact_features=max_exact_features, seed=seed, output=output,
+                   probe_batch_size=internal_batch_size, autocast=autocast)
+    return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+
+
+def local_path_integration(model, inputs: torch.Tensor, bank, target: Any = None,
+                           additional_forward_args: Any = None, n_alphas: int = 1, alpha_range=(0.01, 0.99),
+                           seed: int = 0, internal_batch_size: Optional[int] = None,
+                           return_convergence_delta: bool = False, return_details: bool = False, output="logit",
+                           autocast: Optional[torch.dtype] = None, backend: str = "auto",
+                           accumulate_dtype: Optional[torch.dtype] = None):
+    """Local Path Integration (Yang et al. 2023): sum_j rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)).
+
+    bank: a pathattr.lpi.ReferenceBank built for this model
+        (`pathattr.lpi.build_reference_bank(model, dataset, n_neighbourhoods, n_references)`
+        or `ReferenceBank.load(path)`); a bank built for another model is refused.
+        Each input uses the m references and densities of the neighbourhood nearest its logits.
+    n_alphas: alphas per reference (default 1, as the paper), ~ U(alpha_range), seeded by `seed`.
+    Delta: sum LPI - (F(x) - sum_j rho_j F(r_j)).
+    Cost: 1 forward + m*k forward+backward per input (+ m forward-only for a delta).
+    """
+    ex = Explainer(model, "lpi", bank=bank, n_alphas=n_alphas, alpha_range=alpha_range, seed=seed, output=output,
+                   internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,
+                   accumulate_dtype=accumulate_dtype)
+    return ex.attribute(inputs, None, target, additional_forward_args, return_convergence_delta, return_details)

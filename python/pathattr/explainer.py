@@ -11,6 +11,8 @@ import torch
 
 from . import methods
 from .engine import PathEngine
+from .methods import distribution
+from .refsets import DistributionBaseline
 
 
 class Explainer:
@@ -86,9 +88,7 @@ class Explainer:
             return_convergence_delta; an AttributionResult when return_details.
         """
         with self._lock:
-            batch = self.engine.prepare(inputs, baselines, target, additional_forward_args)
-            res = self._method.run(self.engine, batch, self.settings, want_delta=return_convergence_delta,
-                                   want_details=return_details)
+            res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
         if return_details:
             return res
         if return_convergence_delta:
@@ -109,6 +109,19 @@ class Explainer:
         for _ in range(2):  # the first call captures; the second replays (checks the replay path)
             self.attribute(x, baselines=baselines, target=target, **kwargs)
         return self
+
+    def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
+        # A method with its own `prepare` reads `baselines` itself (a reference set, or
+        # None for LPI's bank); a distribution_baseline expands the inputs into pairs.
+        prepare = getattr(self._method, "prepare", None)
+        if prepare is None and isinstance(baselines, DistributionBaseline):
+            return distribution.attribute(self._method, self.engine, self.settings, inputs, baselines, target,
+                                          additional_forward_args, want_delta, want_details)
+        if prepare is not None:
+            batch = prepare(self.engine, self.settings, inputs, baselines, target, additional_forward_args)
+        else:
+            batch = self.engine.prepare(inputs, baselines, target, additional_forward_args)
+        return self._method.run(self.engine, batch, self.settings, want_delta=want_delta, want_details=want_details)
 
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())

@@ -24,6 +24,11 @@ class AttributionResult:
     start_value, end_value: (B,) F(x') and F(x), when computed.
     method, settings: the method's name and every setting that shaped the result.
     extras: method-specific details, e.g. Left-IG's alpha_star and used_whole_path.
+    reference_index: (B, J) which reference each of an input's J paths started from
+        (Expected Gradients, distribution baselines; LPI: the data-set index of each
+        reference of the input's neighbourhood, from bank.indices). For these methods
+        alphas, weights and path_values are (B, J, k) (distribution baselines: (B, J, S)).
+    reference_weights: (B, J) the weight of each reference path (1/J, or LPI's densities).
     """
 
     attributions: torch.Tensor
@@ -41,4 +46,6 @@ class AttributionResult:
     method: str = ""
     settings: Dict[str, Any] = field(default_factory=dict)
     extras: Dict[str, Any] = field(default_factory=dict)
+    reference_index: Optional[torch.Tensor] = None
+    reference_weights: Optional[torch.Tensor] = None
 

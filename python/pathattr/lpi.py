@@ -1,0 +1,205 @@
+"""Local Path Integration's reference bank (Yang et al., AAAI 2023; SPEC §6).
+
+Offline, once per model: the model's logits on a reference data set are clustered
+with k-means into C neighbourhoods; each neighbourhood is clustered again into m
+sub-clusters; a sub-cluster is represented by the real sample nearest its centroid
+(in logit space) and weighted by its density = sub-cluster size / neighbourhood size.
+The bank stores the C*m representatives, their densities, the C centres, the model's
+fingerprint and the settings in one file (plain tensors, loadable with
+weights_only=True). Online, `method="lpi"` assigns an input to the nearest centre by
+its logits and integrates from that neighbourhood's references (methods/lpi.py).
+
+A neighbourhood with fewer than m samples gets one sub-cluster per sample and is
+padded with density-0 copies, so every neighbourhood has m references (regular
+shapes; a padded path costs its gradients but adds nothing).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ._validation import check_positive_int, first_tensor
+from .refsets import check_reference_set, check_seed, gather_references
+
+FORMAT = "pathattr.lpi.ReferenceBank/1"
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 of the model's class name and every parameter and buffer (names, dtypes,
+    shapes, bytes), independent of the device. Plain callables hash their qualified name."""
+    h = hashlib.sha256()
+    kind = type(model)
+    h.update(f"{kind.__module__}.{kind.__qualname__}:{getattr(model, '__qualname__', '')}".encode())
+    if isinstance(model, torch.nn.Module):
+        tensors = list(model.named_parameters()) + [("buffer:" + n, b) for n, b in model.named_buffers()]
+        for name, t in tensors:
+            h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _state_key(model) -> Tuple:
+    """Cheap key that changes when any parameter/buffer is replaced or modified in place."""
+    if not isinstance(model, torch.nn.Module):
+        return (id(model),)
+    ts = list(model.parameters()) + list(model.buffers())
+    return (id(model),) + tuple((t.data_ptr(), t._version, t.device.type) for t in ts)
+
+
+@dataclass
+class ReferenceBank:
+    """LPI's references, built by `build_reference_bank`.
+
+    references: (C, m, *shape) representatives (real samples), CPU, the data's dtype.
+    densities: (C, m) float64, each row sums to 1 (padding entries are 0).
+    centres: (C, K) float64 neighbourhood centres in logit space.
+    indices: (C, m) int64 index of each representative in the data set.
+    sizes: (C,) int64 samples per neighbourhood.
+    fingerprint: `model_fingerprint` of the model the bank was built for.
+    settings: n_neighbourhoods, n_references, seed, n_init, batch_size, n_samples.
+    """
+
+    references: torch.Tensor
+    densities: torch.Tensor
+    centres: torch.Tensor
+    indices: torch.Tensor
+    sizes: torch.Tensor
+    fingerprint: str
+    settings: Dict[str, Any]
+    _verified: Optional[Tuple] = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_neighbourhoods(self) -> int:
+        return self.references.shape[0]
+
+    @property
+    def n_references(self) -> int:
+        return self.references.shape[1]
+
+    def check_model(self, model, name: str = "bank") -> None:
+        """ValueError unless `model` is (still) the model this bank was built for."""
+        key = _state_key(model)
+        if self._verified == key:
+            return
+        fp = model_fingerprint(model)
+        if fp != self.fingerprint:
+            raise ValueError(
+                f"{name} was built for another model (fingerprint {self.fingerprint[:12]}..., this model's is "
+                f"{fp[:12]}...): its neighbourhoods and references do not describe this model; build a bank for it "
+                f"with pathattr.lpi.build_reference_bank(model, dataset, ...)")
+        self._verified = key
+
+    def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        """Nearest neighbourhood centre (Euclidean, in logit space) of each row of logits (B, K): (B,) int64."""
+        if logits.dim() != 2 or logits.shape[1] != self.centres.shape[1]:
+            raise ValueError(f"bank: the model gives outputs of shape {tuple(logits.shape)} but the bank's centres "
+                             f"have {self.centres.shape[1]} logits")
+        c = self.centres.to(device=logits.device)
+        return torch.cdist(logits.to(c.dtype), c).argmin(1)
+
+    def save(self, path) -> None:
+        """One file: plain tensors, strings and ints (load with `ReferenceBank.load`)."""
+        torch.save({"format": FORMAT, "references": self.references, "densities": self.densities,
+                    "centres": self.centres, "indices": self.indices, "sizes": self.sizes,
+                    "fingerprint": self.fingerprint, "settings": dict(self.settings)}, path)
+
+    @classmethod
+    def load(cls, path) -> "ReferenceBank":
+        """Read a bank written by `save` (torch.load with weights_only=True: no code runs)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path, got {type(path).__name__}")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"path {os.fspath(path)!r} is not a pathattr LPI reference bank ({FORMAT})")
+        return cls(data["references"], data["densities"], data["centres"], data["indices"], data["sizes"],
+                   data["fingerprint"], dict(data["settings"]))
+
+
+def _logits(model, dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs (n, K) float64 on the CPU, in batches, and one sample (for shape/dtype)."""
+    ref = first_tensor(model)
+    device = ref.device if ref is not None else None
+    outs, sample = [], None
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            idx = torch.arange(s, min(n, s + batch_size))
+            like = dataset[:1] if isinstance(dataset, torch.Tensor) else None
+            if like is None:
+                item = dataset[0]
+                like = (item[0] if isinstance(item, (tuple, list)) else item).unsqueeze(0)
+            chunk = gather_references(dataset, idx, like, "dataset")
+            if sample is None:
+                sample = chunk[:1]
+            out = model(chunk if device is None else chunk.to(device))
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(idx):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"model must map a batch of the dataset to logits (batch, classes); got {shape}")
+            outs.append(out.detach().to("cpu", torch.float64))
+    logits = torch.cat(outs)
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError("the model's logits on the dataset contain NaN or Inf")
+    return logits, sample
+
+
+def build_reference_bank(model, dataset, n_neighbourhoods: int, n_references: int, seed: int = 0,
+                         batch_size: int = 256, n_init: int = 10) -> ReferenceBank:
+    """Build LPI's reference bank for `model` from `dataset` (SPEC §6).
+
+    Args:
+        model: the model to be explained (eval mode), mapping (n, *shape) to logits (n, K).
+        dataset: a tensor (N, *shape) or a Dataset (items are inputs or tuples starting
+            with one), e.g. the training set; N >= n_neighbourhoods.
+        n_neighbourhoods: C, k-means clusters of the logits (the paper used 7 and 9 on ImageNet).
+        n_references: m, sub-clusters (and references) per neighbourhood (the paper used 20).
+        seed: random_state of every KMeans (deterministic given the data and the logits).
+        batch_size: samples per forward pass when computing the logits.
+        n_init: KMeans restarts (fixed so results do not depend on sklearn's default).
+    Cost: N forward passes and C + 1 k-means fits.
+    """
+    from sklearn.cluster import KMeans
+
+    N = check_reference_set(dataset, "dataset")
+    C = check_positive_int(n_neighbourhoods, "n_neighbourhoods")
+    m = check_positive_int(n_references, "n_references")
+    seed = check_seed(seed)
+    bs = check_positive_int(batch_size, "batch_size")
+    n_init = check_positive_int(n_init, "n_init")
+    if not callable(model):
+        raise TypeError(f"model must be a callable (a torch.nn.Module), got {type(model).__name__}")
+    if N < C:
+        raise ValueError(f"n_neighbourhoods ({C}) must be at most the number of samples in dataset ({N})")
+    logits, sample = _logits(model, dataset, N, bs)
+    L = logits.numpy()
+    top = KMeans(n_clusters=C, random_state=seed, n_init=n_init).fit(L)
+    chosen = np.zeros((C, m), dtype=np.int64)
+    dens = np.zeros((C, m), dtype=np.float64)
+    sizes = np.zeros(C, dtype=np.int64)
+    for c in range(C):
+        members = np.flatnonzero(top.labels_ == c)
+        sizes[c] = len(members)
+        k = min(m, len(members))
+        sub = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(L[members])
+        for s in range(k):
+            own = members[sub.labels_ == s]
+            pool = own if len(own) else members  # an empty sub-cluster: nearest sample, density 0
+            dist = np.linalg.norm(L[pool] - sub.cluster_centers_[s], axis=1)
+            chosen[c, s] = pool[int(np.argmin(dist))]
+            dens[c, s] = len(own) / len(members)
+        chosen[c, k:] = chosen[c, 0]  # padding: density 0
+    idx = torch.from_numpy(chosen)
+    like = torch.empty((1,) + tuple(sample.shape[1:]), dtype=sample.dtype, device=sample.device)
+    refs = gather_references(dataset, idx, like, "dataset")
+    settings = {"n_neighbourhoods": C, "n_references": m, "seed": seed, "n_init": n_init, "batch_size": bs,
+                "n_samples": N}
+    return ReferenceBank(refs.cpu(), torch.from_numpy(dens), torch.from_numpy(top.cluster_centers_).double(), idx,
+                         torch.from_numpy(sizes), model_fingerprint(model), settings)
+
+
+def load_reference_bank(path) -> ReferenceBank:
+    """Same as `ReferenceBank.load(path)`."""
+    return ReferenceBank.load(path)
