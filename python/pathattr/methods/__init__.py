@@ -4,9 +4,12 @@ A method module provides NAME, settings(**kwargs) -> dict and
 run(engine, batch, settings, want_delta, want_details) -> AttributionResult.
 """
 from . import idg, ig
+from . import icg
 
 REGISTRY = {ig.NAME: ig, idg.NAME: idg}
 ALIASES = {"integrated_gradients": "ig", "integrated_decision_gradients": "idg"}
+REGISTRY[icg.NAME] = icg
+ALIASES["integrated_certainty_gradients"] = "icg"
 
 
 def get(name: str):
