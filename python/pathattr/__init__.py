@@ -12,3 +12,12 @@ from .schedules import quadrature
 
 __version__ = "0.1.0"
 __all__ = ["Explainer", "AttributionResult", "integrated_gradients", "integrated_decision_gradients", "quadrature"]
+
+# ICG, internal neuron and layer attributions (issue #3, items 6, 8, 9)
+from .certainty import CertaintyModel, integrated_certainty_gradients  # noqa: E402
+from .layer_attribution import layer_integrated_decision_gradients, layer_integrated_gradients, token_scores  # noqa: E402
+from .neurons import neuron_conductance, neuron_region_attribution, prune_and_measure  # noqa: E402
+
+__all__ += ["CertaintyModel", "integrated_certainty_gradients", "layer_integrated_gradients",
+            "layer_integrated_decision_gradients", "token_scores", "neuron_region_attribution", "neuron_conductance",
+            "prune_and_measure"]
