@@ -120,3 +120,18 @@ def test_layer_bad_inputs():
     model.add_module("unused", unused)
     with pytest.raises(ValueError, match="not called"):
         pa.layer_integrated_gradients(model, unused, x)
+
+
+def test_layer_ig_with_forward_args_equals_captum(seed):
+    """Per-input extra forward args (a gate tensor) and a plain float travel with each path row."""
+    from testmodels import GatedMLP
+
+    model = GatedMLP(d_in=8, classes=3).double().eval()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    gate = torch.rand(5, 16, dtype=torch.float64)
+    ours = pa.layer_integrated_gradients(model, model.lin2, x, target=2, additional_forward_args=(gate, 0.7),
+                                         attribute_to_layer_input=True, n_steps=12, internal_batch_size=7)
+    theirs = captum_attr.LayerIntegratedGradients(model, model.lin2).attribute(
+        x, target=2, additional_forward_args=(gate, 0.7), n_steps=12, method="gausslegendre",
+        attribute_to_layer_input=True)
+    assert_close(ours, theirs, rtol=1e-6, atol=1e-9, what="layer IG with forward args")
