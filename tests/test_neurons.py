@@ -162,3 +162,25 @@ def test_bad_inputs():
         pa.neuron_conductance(model, model.net[2], x, target=3)
     with pytest.raises(ValueError, match="n_prune"):
         pa.prune_and_measure(model, model.net[2], x, torch.ones(6), n_prune=8)
+
+
+def test_layer_input_forward_args_and_target_none(seed):
+    """The input of net[3] is the output of net[2]; per-input forward args travel with
+    their path rows; target=None explains the argmax."""
+    from testmodels import GatedMLP
+
+    model = MLP(d_in=6, hidden=7, classes=3).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    mask = torch.tensor([0, 1, 1, 0, 1, 0])
+    a = pa.neuron_region_attribution(model, model.net[3], x, mask, attribute_to_layer_input=True, n_steps=8)
+    b = pa.neuron_region_attribution(model, model.net[2], x, mask, target=model(x).argmax(1), n_steps=8)
+    assert_close(a, b, rtol=1e-12, atol=1e-14, what="layer input = previous layer output")
+    gated = GatedMLP(d_in=8, classes=3).double().eval()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    gate = torch.rand(5, 16, dtype=torch.float64)
+    A = pa.neuron_conductance(gated, gated.lin1, x, target=1, additional_forward_args=(gate, 0.5), n_steps=10,
+                              internal_batch_size=3)
+    ig = pa.integrated_gradients(gated, x, target=1, additional_forward_args=(gate, 0.5), n_steps=10)
+    assert_close(A.sum(1), ig.sum(1), rtol=1e-5, atol=1e-12, what="conductance with forward args")
+    empty = pa.neuron_conductance(gated, gated.lin1, x[:0], target=1, additional_forward_args=(gate[:0], 0.5))
+    assert empty.shape[0] == 0

@@ -127,7 +127,8 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
         jvp: "auto" (default), "forward_ad" or "double_backward" (see the module docstring).
         return_mode: also return the JVP mode that ran ("forward_ad" or "double_backward").
     Returns:
-        (B, *layer_shape) in the inputs' dtype (accumulated in fp32, fp64 for fp64 inputs).
+        (B, *layer_shape) in the inputs' dtype (accumulated in fp32, fp64 for fp64 inputs);
+        an empty batch gives an empty tensor of shape (0,) (no forward to learn the layer's shape).
     Cost per input: n_steps x (one JVP through the layers before `layer` + one forward and
         backward through the layers after it), + 1 forward when target is None.
     """
