@@ -181,3 +181,18 @@ def test_icg_on_spec_known_answer_model():
     attr, delta = pa.integrated_certainty_gradients(model, x, target=0, n_steps=2000, return_convergence_delta=True)
     assert_close(attr[:, 0], [[1.0, 0.0], [1.0, -1.0]], rtol=0, atol=5e-3, what="ICG on the §12.3 model")
     assert delta.abs().max() < 5e-3
+
+
+def test_icg_equals_captum_ig_on_the_joint_input(seed):
+    """A peer check: Captum 0.9 IntegratedGradients on z = (x, c = 1) with baseline
+    z' = (x, c = 0) is the same integral; its certainty part equals ICG and its value
+    part is exactly 0 (z - z' is 0 there)."""
+    captum_attr = pytest.importorskip("captum.attr")
+    model = _model(2)
+    x = torch.rand(3, 2, 5, 4, dtype=torch.float64)
+    target = torch.randint(0, 4, (3,))
+    ours = pa.integrated_certainty_gradients(model, x, target=target, n_steps=30)
+    theirs = captum_attr.IntegratedGradients(model).attribute(model.combine(x, 1.0), model.combine(x, 0.0),
+                                                              target=target, n_steps=30, method="riemann_middle")
+    assert bool((theirs[:, :2] == 0).all())
+    assert_close(ours, theirs[:, 2:], rtol=1e-6, atol=1e-10, what="ICG vs Captum IG on the joint input")
