@@ -153,6 +153,10 @@ def test_icg_bad_input():
         pa.integrated_certainty_gradients(model, x, target=9)
     with pytest.raises(TypeError, match="model"):
         ct.information_absence(model.net, x)
+    with pytest.raises(ValueError, match="region_mask"):
+        ct.suppression_check(model, x, torch.ones(3, 5, 4))
+    with pytest.raises(ValueError, match="region_mask"):
+        ct.suppression_check(model, x, torch.full((1, 5, 4), 0.5))
     with pytest.raises(ValueError, match="class_prior"):
         ct.neutrality(model, x, torch.tensor([0.5, 0.6, 0.0, 0.0], dtype=torch.float64))
 
