@@ -70,9 +70,9 @@ def test_layer_ig_equals_reference(to_input, seed):
 def test_layer_idg_equals_reference(schedule, seed):
     model, ids, base = _transformer(seed)
     target = torch.randint(0, 3, (ids.shape[0],))
-    ours = pa.layer_integrated_decision_gradients(model, model.embed, ids, base, target=target, n_steps=20,
+    ours = pa.layer_integrated_decision_gradients(model, model.embed, ids, base, target=target, n_steps=12,
                                                   schedule=schedule, internal_batch_size=7)
-    expected = ref.layer_attribution("idg", model, model.embed, ids, base, target, False, n_steps=20,
+    expected = ref.layer_attribution("idg", model, model.embed, ids, base, target, False, n_steps=12,
                                      schedule=schedule)
     assert ours.shape == (4, 6, 8)
     assert_close(ours, expected, rtol=1e-6, atol=1e-10, what=f"layer IDG ({schedule}) vs reference")
