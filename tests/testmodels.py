@@ -84,3 +84,27 @@ class BandModel(nn.Module):
 
     def forward(self, x):
         return torch.maximum(band(x[:, 0]), band(x[:, 1])).unsqueeze(1)
+class TinyTransformer(nn.Module):
+    """Token ids (B, T) -> (B, classes): embedding + learned positions, one attention
+    block (own code, no fused kernels) with LayerNorm and an MLP, mean pooling."""
+
+    def __init__(self, vocab=20, dim=8, seq=6, classes=3, heads=2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(seq, dim) * 0.3)
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids):
+        h = self.embed(ids) + self.pos[: ids.shape[1]]
+        B, T, D = h.shape
+        q, k, v = self.qkv(h).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / (D // self.heads) ** 0.5, dim=-1)
+        h = self.norm1(h + self.proj((att @ v).transpose(1, 2).reshape(B, T, D)))
+        h = self.norm2(h + self.mlp(h))
+        return self.head(h.mean(1))

@@ -1,25 +1,24 @@
 """Attribution methods: each module validates its settings and runs on the engine.
 
 A method module provides NAME, settings(**kwargs) -> dict and
-run(engine, batch, settings, want_delta, want_details) -> AttributionResult.
+run(engine, batch, settings, want_delta, want_details) -> AttributionResult
+(and, where it reads `baselines` itself, prepare(engine, settings, inputs, baselines,
+target, additional_forward_args) -> PathBatch).
 """
-from . import idg, ig
-from . import agi, guided_ig, left_ig
+from . import agi, bshap, expected_gradients, guided_ig, icg, idg, ig, left_ig, lpi
 
-REGISTRY = {ig.NAME: ig, idg.NAME: idg}
-ALIASES = {"integrated_gradients": "ig", "integrated_decision_gradients": "idg"}
-REGISTRY.update({left_ig.NAME: left_ig, guided_ig.NAME: guided_ig, agi.NAME: agi})
-ALIASES.update({"left_integrated_gradients": "left_ig", "split_ig": "left_ig", "guided_integrated_gradients": "guided_ig",
-                "adversarial_gradient_integration": "agi"})
-
-from . import bshap, expected_gradients, lpi  # noqa: E402  (methods-refs: EG, LPI, BShap)
-REGISTRY[expected_gradients.NAME] = expected_gradients
-REGISTRY[bshap.NAME] = bshap
-REGISTRY[lpi.NAME] = lpi
-ALIASES["local_path_integration"] = lpi.NAME
-ALIASES["eg"] = expected_gradients.NAME
-
-
+REGISTRY = {m.NAME: m for m in (ig, idg, left_ig, guided_ig, agi, expected_gradients, lpi, icg, bshap)}
+ALIASES = {
+    "integrated_gradients": "ig",
+    "integrated_decision_gradients": "idg",
+    "left_integrated_gradients": "left_ig",
+    "split_ig": "left_ig",
+    "guided_integrated_gradients": "guided_ig",
+    "adversarial_gradient_integration": "agi",
+    "eg": "expected_gradients",
+    "local_path_integration": "lpi",
+    "integrated_certainty_gradients": "icg",
+}
 def get(name: str):
     key = ALIASES.get(name, name) if isinstance(name, str) else name
     if key not in REGISTRY:

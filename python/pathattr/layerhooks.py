@@ -1,0 +1,110 @@
+"""Forward hooks that read or replace one layer's activations.
+
+Layer attribution and neuron attribution both need a model's activations at one
+module: read them (h(x), h(x')), or run the model with them replaced by other
+values (points on a path in activation space). The module must be a submodule of
+the model, called once per forward, with one tensor as its input (for
+`attribute_to_layer_input=True`) or its output; anything else is an error that
+names `layer`, not a silent wrong answer.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, List, Tuple
+
+import torch
+from torch import nn
+
+
+def check_layer(model: Any, layer: Any, name: str = "layer") -> nn.Module:
+    """`layer` must be a torch.nn.Module inside `model` (compared by identity)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module to locate {name} in it, got {type(model).__name__}")
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (a submodule of model), got {type(layer).__name__}")
+    if not any(m is layer for m in model.modules()):
+        raise ValueError(f"{name} ({type(layer).__name__}) is not a submodule of model: pass a module from model.modules()")
+    return layer
+
+
+def _one_tensor(value: Any, to_input: bool) -> torch.Tensor:
+    where = "input" if to_input else "output"
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise TypeError(f"layer takes {len(value)} positional inputs; only a layer with one tensor {where} is supported")
+        value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"layer's {where} is a {type(value).__name__}; only a layer with one tensor {where} is supported")
+    return value
+
+
+@contextlib.contextmanager
+def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_input: bool = False):
+    """Within the block, `layer`'s output (or its single input) h is replaced by fn(h).
+
+    fn may return h itself (to read it). A second call of the layer in one forward is
+    an error: the path would then be ambiguous.
+    """
+    calls: List[int] = [0]
+
+    def swap(h: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise ValueError("layer is called more than once per forward pass (a shared module); "
+                             "pick a layer that runs once")
+        new = fn(h)
+        if new.shape != h.shape:
+            raise ValueError(f"internal: replacement of shape {tuple(new.shape)} for layer activations {tuple(h.shape)}")
+        return new
+
+    if to_input:
+        def pre_hook(module, args):
+            h = _one_tensor(args, True)
+            return (swap(h),)
+        handle = layer.register_forward_pre_hook(pre_hook)
+    else:
+        def hook(module, args, out):
+            return swap(_one_tensor(out, False))
+        handle = layer.register_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def activations(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, args: Tuple[Any, ...] = (),
+                to_input: bool = False) -> torch.Tensor:
+    """The layer's output (or input) for `inputs`, detached, from one forward without grad."""
+    seen: List[torch.Tensor] = []
+
+    def keep(h):
+        seen.append(h.detach())
+        return h
+
+    with torch.no_grad(), intercept(layer, keep, to_input) as calls:
+        model(inputs, *args)
+    if calls[0] == 0:
+        raise ValueError("layer was not called in model's forward pass: its activations do not exist")
+    return seen[0]
+
+
+class LayerReplaced(nn.Module):
+    """`model` run on `inputs` with `layer`'s activations set to `h`: forward(h, inputs, *args).
+
+    The engine sees this as a model of h: it interpolates h between h(x') and h(x)
+    and passes each path row's own `inputs` (an extra forward arg with a batch
+    dimension) so the parts of the model before and beside the layer still see x.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, to_input: bool = False):
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        self.to_input = to_input
+
+    def forward(self, h: torch.Tensor, inputs: torch.Tensor, *args: Any):
+        with intercept(self.layer, lambda _: h, self.to_input) as calls:
+            out = self.model(inputs, *args)
+        if calls[0] == 0:
+            raise ValueError("layer was not called in model's forward pass")
+        return out

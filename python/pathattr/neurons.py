@@ -1,0 +1,269 @@
+"""Internal neuron attributions for a region of an IG map (SPEC §10, Lundstrom et al. 2022).
+
+With F = g(h(z)) and h the activations of `layer`, the IG mass of a region S of
+the input splits over the neurons k of h:
+
+    A_k(S) = sum_steps w * dg/dh_k(h(p)) * [J_h(p) v_S]_k,   v_S = 1_S * (x - x')
+
+Per path point: one forward-mode JVP of h along v_S (the part of the model up to
+the layer) and one backward from F to h (the part after it), for all neurons at
+once. Rows are (example, step) pairs in chunks, as in the engine; the engine's
+validation, schedule, targets and interpolation are reused, but the fold differs
+(a product in activation space, not a gradient in input space), so this is its own
+short loop.
+
+Two ways to get J_h v (`jvp=`):
+  "forward_ad": torch.autograd.forward_ad dual tensors through the layers before
+      `layer` (cheapest: one dual forward); needs forward-AD formulas for those ops.
+  "double_backward": J v = d/du [(J^T u) . v] at u = 0: two extra backward passes
+      through the layers before `layer`; works wherever double backward does.
+  "auto" (default): forward_ad, falling back to double_backward if the model's ops
+      have no forward-AD formula.
+`Sum_k A_k(S) = Sum_{i in S} IG_i` holds when the layer is a cut of the graph (every
+path from the input to F goes through it); with skip connections around the layer,
+A measures only the part that flows through it.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from . import schedules
+from ._validation import check_choice, check_positive_int
+from .engine import PathEngine
+from .layerhooks import check_layer, intercept
+from .targets import check_model_output, check_target_range, select_output
+
+JVP_MODES = ("auto", "forward_ad", "double_backward")
+
+
+def _check_region(region_mask: Any, x: torch.Tensor) -> torch.Tensor:
+    """A 0/1 (or bool) tensor broadcastable to inputs (B, *shape): (*shape), (B, *shape), (H, W), ..."""
+    if not isinstance(region_mask, torch.Tensor):
+        raise TypeError(f"region_mask must be a torch.Tensor of 0/1 (or bool) values, got {type(region_mask).__name__}")
+    try:
+        ok = torch.broadcast_shapes(tuple(region_mask.shape), tuple(x.shape)) == tuple(x.shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"region_mask of shape {tuple(region_mask.shape)} does not broadcast to inputs of shape "
+                         f"{tuple(x.shape)}; expected {tuple(x.shape[1:])}, {tuple(x.shape)} or a shape broadcastable to them")
+    if region_mask.device != x.device:
+        raise ValueError(f"region_mask is on {region_mask.device} but inputs are on {x.device}")
+    m = region_mask.to(x.dtype)
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("region_mask must hold only 0 and 1 (or booleans): it is the indicator 1_S of the region")
+    return m.expand_as(x)
+
+
+def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
+    """(h, J_h v, dF/dh-ready leaf, model output) for one chunk via dual tensors."""
+    kept = {}
+
+    def swap(h):
+        primal, tangent = fwAD.unpack_dual(h)
+        kept["jv"] = tangent
+        kept["h"] = primal.detach().requires_grad_(True)
+        return kept["h"]
+
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(points, tangents)
+        with torch.enable_grad(), intercept(layer, swap, to_input) as calls:
+            out = model(dual, *args)
+        out = fwAD.unpack_dual(out).primal
+    if calls[0] == 0:
+        raise ValueError("layer was not called in model's forward pass")
+    jv = kept["jv"]
+    return kept["h"], (torch.zeros_like(kept["h"]) if jv is None else jv.detach()), out
+
+
+def _chunk_double_backward(model, layer, points, tangents, args, to_input):
+    """The same via the double-backward trick: J v = d/du [(J^T u) . v]."""
+    kept = {}
+    p = points.detach().requires_grad_(True)
+
+    def swap(h):
+        kept["graph"] = h
+        kept["h"] = h.detach().requires_grad_(True)
+        return kept["h"]
+
+    with torch.enable_grad():
+        with intercept(layer, swap, to_input) as calls:
+            out = model(p, *args)
+        if calls[0] == 0:
+            raise ValueError("layer was not called in model's forward pass")
+        h = kept["graph"]
+        if not h.requires_grad:
+            return kept["h"], torch.zeros_like(h), out
+        u = torch.zeros_like(h, requires_grad=True)
+        (vjp,) = torch.autograd.grad(h, p, grad_outputs=u, create_graph=True, allow_unused=True)
+        if vjp is None or not vjp.requires_grad:  # h affine in p with no dependence, or no path to p
+            return kept["h"], torch.zeros_like(h), out
+        (jv,) = torch.autograd.grad(vjp, u, grad_outputs=tangents, allow_unused=True)
+    return kept["h"], (torch.zeros_like(h) if jv is None else jv.detach()), out
+
+
+_CHUNK = {"forward_ad": _chunk_forward_ad, "double_backward": _chunk_double_backward}
+
+
+def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None, target=None,
+                              additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+                              attribute_to_layer_input: bool = False, internal_batch_size: Optional[int] = None,
+                              output="logit", jvp: str = "auto", return_mode: bool = False):
+    """A_k(S) for every neuron k of `layer`: its share of the IG mass inside region S.
+
+    Args:
+        model: a torch.nn.Module mapping (B, *shape) to (B, C); use it in eval mode.
+        layer: a submodule of model, called once per forward, with one tensor output
+            (or input, with attribute_to_layer_input=True). Its activations are the neurons.
+        inputs: (B, *shape) floating tensor.
+        region_mask: 0/1 or bool tensor broadcastable to inputs ((*shape), (B, *shape),
+            (H, W) for images, ...): the indicator 1_S of the region.
+        baselines, target, additional_forward_args, output: as in `integrated_gradients`.
+        n_steps, method: the quadrature rule (default Gauss-Legendre, 50 steps).
+        internal_batch_size: path points per chunk (None: the engine's default).
+        jvp: "auto" (default), "forward_ad" or "double_backward" (see the module docstring).
+        return_mode: also return the JVP mode that ran ("forward_ad" or "double_backward").
+    Returns:
+        (B, *layer_shape) in the inputs' dtype (accumulated in fp32, fp64 for fp64 inputs);
+        an empty batch gives an empty tensor of shape (0,) (no forward to learn the layer's shape).
+    Cost per input: n_steps x (one JVP through the layers before `layer` + one forward and
+        backward through the layers after it), + 1 forward when target is None.
+    """
+    check_layer(model, layer)
+    check_choice(jvp, "jvp", JVP_MODES)
+    if not isinstance(attribute_to_layer_input, bool):
+        raise TypeError(f"attribute_to_layer_input must be a bool, got {type(attribute_to_layer_input).__name__}")
+    n = check_positive_int(n_steps, "n_steps")
+    check_choice(method, "method", schedules.RULES)
+    if method == "riemann_trapezoid" and n < 2:
+        raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
+    engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size)
+    batch = engine.prepare(inputs, baselines, target, additional_forward_args)
+    mask = _check_region(region_mask, batch.x)
+    if batch.target is None and not callable(engine.output):
+        engine.endpoints(batch, baselines=False)  # resolves target = argmax model(x)
+    B = batch.size
+    sched = schedules.uniform(method, n, B)
+    S = sched.steps
+    alphas = engine._alphas_on_device(batch, sched.alphas)
+    w = sched.weights.to(device=batch.x.device, dtype=batch.acc_dtype).reshape(-1)
+    v = (mask.to(batch.acc_dtype) * batch.diff()).to(batch.x.dtype)  # v_S per input
+    result = None
+    mode = "forward_ad" if jvp == "auto" else jvp
+    step = engine.rows_per_chunk(batch)
+    which = engine._backend(batch)
+    for s in range(0, B * S, step):
+        rows = min(step, B * S - s)
+        points = engine._points(batch, alphas, s, rows, min(step, B * S), which).clone()
+        examples = batch.row_examples(s, rows, S)
+        tangents = v.index_select(0, examples)
+        args = batch.args_for(examples) if batch.args else ()
+        try:
+            h, jv, out = _CHUNK[mode](model, layer, points, tangents, args, attribute_to_layer_input)
+        except (NotImplementedError, RuntimeError) as err:
+            if jvp != "auto" or mode != "forward_ad" or "layer" in str(err):
+                raise
+            mode = "double_backward"  # an op without a forward-AD formula: the robust path
+            h, jv, out = _CHUNK[mode](model, layer, points, tangents, args, attribute_to_layer_input)
+        out = check_model_output(out, rows, engine.output)
+        if s == 0:
+            check_target_range(batch.target, out, engine.output)
+        f = select_output(out, batch.row_targets(s, rows, S), engine.output)
+        g = torch.autograd.grad(f.sum(), h, allow_unused=True)[0] if f.requires_grad else None
+        if result is None:
+            result = torch.zeros((B,) + tuple(h.shape[1:]), dtype=batch.acc_dtype, device=batch.x.device)
+        if g is None:
+            continue
+        contrib = (g.to(batch.acc_dtype) * jv.to(batch.acc_dtype)).reshape(rows, -1)
+        contrib = contrib * w[s:s + rows].unsqueeze(1)
+        result.view(B, -1).index_add_(0, examples, contrib)
+    if result is None:  # empty batch: one forward for the layer's shape
+        result = torch.zeros(0, dtype=batch.acc_dtype, device=batch.x.device)
+    if not bool(torch.isfinite(result).all()):
+        raise FloatingPointError("neuron attributions are not finite: the model produced NaN/Inf along the path")
+    result = result.to(batch.x.dtype)
+    return (result, mode) if return_mode else result
+
+
+def neuron_conductance(model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
+                       n_steps: int = 50, method: str = "gausslegendre", attribute_to_layer_input: bool = False,
+                       internal_batch_size: Optional[int] = None, output="logit", jvp: str = "auto"):
+    """Conductance of every neuron of `layer` (Dhamdhere et al.): A_k(S) with S = all inputs.
+
+    Summed over neurons it equals sum_i IG_i when the layer is a cut of the graph.
+    Same arguments and cost as `neuron_region_attribution`; returns (B, *layer_shape).
+    """
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
+    everything = torch.ones((), dtype=torch.bool, device=inputs.device)
+    return neuron_region_attribution(model, layer, inputs, everything, baselines, target, additional_forward_args,
+                                     n_steps, method, attribute_to_layer_input, internal_batch_size, output, jvp)
+
+
+def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines=None, target=None,
+                      n_steps: int = 50, method: str = "gausslegendre", output="logit", scores=None,
+                      rank: str = "abs"):
+    """The paper's check: rank neurons by A_k(S), zero the top `n_prune`, measure IG again.
+
+    The ranking is over A_k(S) summed over the batch (one set of neurons for all
+    inputs): rank="abs" (default) sums |A_k(S)| (a neuron that carries much of the
+    region's IG mass, either sign), rank="value" sums A_k(S) (the most positive).
+    `scores` (layer_shape or (B, *layer_shape)) overrides A, e.g. for a control
+    ranking. The targets stay those of the unpruned model.
+
+    Returns a dict of measured numbers:
+        inside_before, inside_after, outside_before, outside_after: (B,) sums of IG over
+            S and over its complement, before and after pruning;
+        drop_inside, drop_outside: floats, the fraction of the IG mass removed,
+            1 - after / before averaged over inputs with weights |before| (1: all of
+            it gone, 0: unchanged); a region-specific ranking gives drop_inside > drop_outside;
+        pruned: (n_prune,) flat indices of the pruned neurons.
+    """
+    from .api import integrated_gradients  # the public IG: this check measures with the real thing
+
+    check_layer(model, layer)
+    n_prune = check_positive_int(n_prune, "n_prune")
+    check_choice(rank, "rank", ("abs", "value"))
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
+    mask = _check_region(region_mask, inputs)
+    if target is None:
+        with torch.no_grad():
+            target = model(inputs).argmax(1)
+    if scores is None:
+        scores = neuron_region_attribution(model, layer, inputs, region_mask, baselines, target, n_steps=n_steps,
+                                           method=method, output=output)
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    per_input = scores.dim() > 1 and scores.shape[0] == inputs.shape[0]
+    flat = scores.abs() if rank == "abs" else scores
+    ranking = flat.reshape(scores.shape[0], -1).sum(0) if per_input else flat.reshape(-1)
+    if n_prune > ranking.numel():
+        raise ValueError(f"n_prune must be <= the layer's {ranking.numel()} neurons, got {n_prune}")
+    pruned = torch.topk(ranking, n_prune).indices
+
+    def zero_top(h):
+        h = h.clone()
+        h.view(h.shape[0], -1)[:, pruned.to(h.device)] = 0
+        return h
+
+    def regions(attr):
+        a = attr.reshape(attr.shape[0], -1).double()
+        m = mask.reshape(mask.shape[0], -1).double()
+        return (a * m).sum(1), (a * (1 - m)).sum(1)
+
+    kw = dict(baselines=baselines, target=target, n_steps=n_steps, method=method, output=output)
+    in_b, out_b = regions(integrated_gradients(model, inputs, **kw))
+    with intercept(layer, zero_top):
+        in_a, out_a = regions(integrated_gradients(model, inputs, **kw))
+
+    def drop(before, after):
+        # 1 - after/before per input, averaged with weights |before| (stable where before ~ 0)
+        total = float(before.abs().sum())
+        return float((torch.sign(before) * (before - after)).sum()) / total if total > 0 else 0.0
+
+    return {"inside_before": in_b, "inside_after": in_a, "outside_before": out_b, "outside_after": out_a,
+            "drop_inside": drop(in_b, in_a), "drop_outside": drop(out_b, out_a), "pruned": pruned}
