@@ -56,3 +56,13 @@ def test_known_ordering_on_toy():
     # region keeps the toy's output and removing it destroys it, so the oracle scores near 1 and
     # the inverted map its mirror; a random map removes a little of the region in both games.
     assert got["oracle"] > 0.9 and got["inverted"] < -0.9 and abs(got["random"]) < 0.2, got
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu(seed):
+    model = small_cnn(3)
+    x, attr = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    cpu = pm.diffid(model, x, attr)
+    gpu = pm.diffid(model.cuda(), x.cuda(), attr.cuda())
+    assert_close(gpu.output_diffid, cpu.output_diffid, rtol=0, atol=1e-10)
+    assert gpu.insertion_correct.cpu().tolist() == cpu.insertion_correct.tolist()

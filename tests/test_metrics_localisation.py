@@ -54,3 +54,12 @@ def test_tolerance_and_channel_sum():
     assert pm.localisation(attr, mask).argmax.tolist() == [[6, 6]]
     assert pm.localisation(attr, mask, tolerance=2.9).pointing.item() == 0.0
     assert pm.localisation(attr, mask, tolerance=3.0).pointing.item() == 1.0
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu(seed):
+    attr, masks = torch.randn(4, 3, 9, 9), torch.rand(4, 9, 9) < 0.3
+    cpu = pm.localisation(attr, masks, tolerance=2.0)
+    gpu = pm.localisation(attr.cuda(), masks.cuda(), tolerance=2.0)
+    assert_close(gpu.energy, cpu.energy, rtol=1e-12, atol=0)
+    assert gpu.pointing.cpu().tolist() == cpu.pointing.tolist()

@@ -145,3 +145,13 @@ def test_known_ordering_on_toy():
         assert scores["oracle"][k] > scores["random"][k] > scores["inverted"][k], scores
     # Measured SIC (oracle / random / inverted): 0.73 / 0.049 / 0.0012 (PAIR's toy: 0.98 / 0.43 / 0.0005).
     assert scores["oracle"][0] > 0.5 and scores["inverted"][0] < 0.01, scores
+
+
+@pytest.mark.cuda
+def test_cuda_model_equals_cpu():
+    model, _, u8, region = toy(2, 3, 16, 16, seed=51)
+    sal = orderings(region, 2, seed=52)["oracle"]
+    cpu = pm.pic(model, u8, sal, preprocess=pre)
+    gpu = pm.pic(model.cuda(), u8, sal.cuda(), preprocess=pre)
+    np.testing.assert_allclose(gpu.sic.auc, cpu.sic.auc, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(gpu.entropies, cpu.entropies)
