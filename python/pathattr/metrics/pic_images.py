@@ -56,8 +56,10 @@ def random_mask(rng: np.random.Generator, height: int, width: int, fraction: flo
 
 def webp_size(image: np.ndarray) -> int:
     """Bytes of the lossless WebP encoding of a (H, W) or (H, W, 3|4) uint8 image."""
-    from PIL import Image
+    from PIL import Image, features
 
+    if not features.check("webp"):
+        raise RuntimeError("PIC needs Pillow built with WebP support (the PyPI wheels have it)")
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="webp", lossless=True, quality=100)
     return buf.tell()
