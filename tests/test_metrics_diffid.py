@@ -34,6 +34,17 @@ def test_equals_reference(seed, shape, fractions):
     assert res.removed.tolist() == [int(r * h * w + 0.5) for r in res.fractions.tolist()]
 
 
+def test_ties_keep_row_major_order(seed):
+    model = small_cnn(2)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    attr = torch.randint(0, 3, (2, 5, 6)).double()
+    res = pm.diffid(model, x, attr)
+    for i in range(2):
+        want = ref.diffid_one(model, x[i], attr[i], int(res.target[i]), res.fractions.tolist())
+        assert_close(res.insertion_ratio[i], want[:, 0], rtol=1e-12, atol=1e-13)
+        assert_close(res.deletion_ratio[i], want[:, 1], rtol=1e-12, atol=1e-13)
+
+
 def test_given_target_and_batch_size(seed):
     model = small_cnn(2)
     x, attr = torch.randn(4, 2, 6, 6, dtype=torch.float64), torch.randn(4, 6, 6, dtype=torch.float64)

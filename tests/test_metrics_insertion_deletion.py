@@ -41,6 +41,19 @@ def test_equals_reference(seed, shape, step, baseline):
     assert_close(res.insertion_curve[:, -1], res.original_prob, rtol=0, atol=1e-12)
 
 
+def test_ties_keep_row_major_order(seed):
+    # Integer-valued maps tie a lot: both sides must break ties the same documented way.
+    model = small_cnn(3)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    attr = torch.randint(-2, 3, (2, 3, 6, 7)).double()
+    res = pm.insertion_deletion(model, x, attr, pixels_per_step=5)
+    for i in range(2):
+        for game in ("insertion", "deletion"):
+            curve, _ = ref.insertion_deletion_one(model, x[i], attr[i], int(res.target[i]),
+                                                  torch.zeros(3, 6, 7, dtype=torch.float64), 5, game)
+            assert_close(getattr(res, game + "_curve")[i], curve, rtol=0, atol=1e-12, what=game)
+
+
 def test_given_target_and_one_game(seed):
     model = small_cnn(2)
     x, attr = torch.randn(3, 2, 5, 5, dtype=torch.float64), torch.randn(3, 5, 5, dtype=torch.float64)

@@ -7,7 +7,7 @@ Metrics perturb images, never differentiate, so every forward pass here runs und
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Tuple
 
 import torch
 
@@ -127,10 +127,3 @@ def trapezoid_unit(curve: torch.Tensor) -> torch.Tensor:
     n = curve.shape[-1] - 1
     return (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / n
 
-
-def optional_float(value: Any, name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
