@@ -16,7 +16,8 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=["pathattr", "pathattr.reference", "pathattr.methods", "pathattr.data", "pathattr.fastpath"],
+    packages=["pathattr", "pathattr.reference", "pathattr.methods", "pathattr.data", "pathattr.fastpath",
+              "pathattr.metrics"],
     package_dir={"pathattr": "python/pathattr", "pathattr.fastpath": "fastpath"},
     package_data={"pathattr.data": ["*.pt", "*.json"]},
     ext_modules=[ext],
