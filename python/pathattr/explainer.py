@@ -21,7 +21,8 @@ class Explainer:
     Args:
         model: a torch.nn.Module (or callable) mapping (B, *shape) to (B, C) outputs.
             Use it in eval mode: BatchNorm in training mode mixes path points.
-        method: "idg" (default) or "ig".
+        method: "idg" (default), "ig", "left_ig", "guided_ig", "agi", "expected_gradients",
+            "lpi", "icg" or "bshap" (aliases in `methods.ALIASES`).
         output: "logit" (default), "softmax", "log_softmax", or f(model_output, target) -> (B,).
         internal_batch_size: path points per forward+backward pass (None: measured default).
         probe_batch_size: path points per forward-only pass (None: measured default).
