@@ -126,7 +126,7 @@ def _fit(model, x, y, epochs, batch_size, lr, gen, transform=None, verbose=True,
 # Settings per model: training-set size, epochs, batch size, learning rate.
 SETTINGS = {
     "burnt_snacks": dict(n_train=12000, epochs=3, batch_size=64, lr=3e-3),
-    "burnt_snacks_certainty": dict(n_train=16000, epochs=4, batch_size=64, lr=1e-3, clean_fraction=0.2),
+    "burnt_snacks_certainty": dict(n_train=16000, epochs=8, batch_size=64, lr=1e-3, clean_fraction=0.2),
     "local_minimum": dict(n_train=40000, epochs=20, batch_size=128, lr=1e-2),
 }
 
