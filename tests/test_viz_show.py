@@ -198,3 +198,20 @@ def test_error_curve_plot(tmp_path):
         viz.error_curve_plot({"x": ev})
     with pytest.raises(TypeError, match="results"):
         viz.error_curve_plot({})
+
+
+def test_path_curve_from_result(tmp_path):
+    import pathattr as pa
+    from pathattr.data import scenario_models as sm
+
+    model = sm.load_local_minimum_model()
+    x = sm.local_minimum_heldout(3).inputs
+    idg = pa.integrated_decision_gradients(model, x, target=1, n_steps=16, return_details=True)
+    ig = pa.integrated_gradients(model, x, target=1, n_steps=16, return_details=True)
+    h_idg, _ = _png(viz.path_curve_from_result(idg, tmp_path / "idg.png", example=2, title="IDG"))
+    h_ig, _ = _png(viz.path_curve_from_result(ig, tmp_path / "ig.png"))
+    assert h_idg > h_ig  # IDG adds the importance-factor panel
+    with pytest.raises(ValueError, match="example"):
+        viz.path_curve_from_result(ig, tmp_path / "bad.png", example=3)
+    with pytest.raises(ValueError, match="return_details"):
+        viz.path_curve_from_result(None, tmp_path / "bad.png")

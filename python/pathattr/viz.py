@@ -689,3 +689,34 @@ def error_curve_plot(results: Mapping[str, object], path: Optional[PathLike] = N
     if title:
         ax.set_title(str(title), fontsize=11)
     return _finish(fig, path)
+
+
+def path_curve_from_result(result, path: PathLike, example: int = 0, title: Optional[str] = None,
+                           dense_alphas=None, dense_curve=None) -> Path:
+    """``path_curve_plot`` for one example of an ``AttributionResult`` (``return_details=True``).
+
+    Uses the forward-only probe as the curve's markers when the schedule had one
+    (adaptive IDG), else F at the gradient samples (``path_values``, with their alpha,
+    sorted); importance factors and weights are drawn when the result has them.
+    ``dense_alphas``/``dense_curve``: an optional fine curve, as in ``path_curve_plot``.
+    """
+    if result is None or getattr(result, "alphas", None) is None:
+        raise ValueError("result must be an AttributionResult with alphas (call with return_details=True)")
+    n = int(result.alphas.shape[0])
+    if isinstance(example, bool) or not isinstance(example, int) or not 0 <= example < n:
+        raise ValueError(f"example must be an int in [0, {n}), got {example!r}")
+    k = example
+    if result.probe_alphas is not None and result.probe_curve is not None:
+        pa, pc = result.probe_alphas, result.probe_curve[k]
+    elif result.path_values is not None:
+        order = np.argsort(_to_numpy(result.alphas[k], "alphas"), kind="stable")
+        pa, pc = _to_numpy(result.alphas[k], "alphas")[order], _to_numpy(result.path_values[k], "path_values")[order]
+    else:
+        raise ValueError("result has neither a probe curve nor path_values to draw")
+    imp = None if result.importance is None else result.importance[k]
+    wts = None if result.weights is None else result.weights[k]
+    return path_curve_plot(path, pa, pc, result.alphas[k], importance=imp, weights=wts, title=title,
+                           dense_alphas=dense_alphas, dense_curve=dense_curve)
+
+
+__all__ += ["path_curve_from_result"]
