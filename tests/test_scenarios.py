@@ -89,7 +89,7 @@ def test_local_minimum_score_shape():
                                atol=1e-12)
     # A positive local minimum at 0.7, the jump at 0.5, tensors accepted.
     assert f[7] > 0 and f[6] > f[7] < f[8]
-    assert torch.is_tensor(torch.tensor([0.7])) and local_minimum_score(torch.tensor([0.7]))[0] == pytest.approx(0.6)
+    assert local_minimum_score(torch.tensor([0.7]))[0] == pytest.approx(0.6)
     assert [k[0] for k in LOCAL_MINIMUM_KNOTS] == sorted(k[0] for k in LOCAL_MINIMUM_KNOTS)
 
 
