@@ -185,3 +185,81 @@ class TanhMLP(_MLP):
                  depth: int = 2) -> None:
         super().__init__(in_features, hidden, out_features, depth,
                          lambda i, o: [nn.Linear(i, o), nn.Tanh()])
+
+
+__all__ += ["BurntSnacksCNN", "LocalMinimumMLP"]
+
+
+class BurntSnacksCNN(nn.Module):
+    """The Burnt Snacks classifier (seed 004 §5.1): is there a square of 25-50 % lightness?
+
+    Input ``(B, 1, H, W)`` float in ``[0, 1]`` (0 = black; any H, W >= 4, trained at
+    32x32); with ``certainty=True`` the input is ``(B, 2, H, W)``: the image and a
+    per-pixel certainty channel in ``[0, 1]`` appended on the channel dim (1 = the pixel
+    is known, 0 = no information; SPEC §8). Output ``(B, 2)`` logits (class 1 = overcooked).
+
+    Four 3x3 convolutions with ReLU and two 2x2 max-pools, then a global max-pool (the
+    class asks "does some square exist anywhere") and a linear head; ~33k parameters.
+    Trained weights: ``pathattr.data.scenario_models.load_burnt_snacks_model``.
+    """
+
+    num_classes = 2
+
+    def __init__(self, certainty: bool = False) -> None:
+        super().__init__()
+        if not isinstance(certainty, bool):
+            raise TypeError(f"certainty must be a bool, got {type(certainty).__name__}")
+        self.certainty = certainty
+        self.in_channels = 2 if certainty else 1
+        self.features = nn.Sequential(
+            nn.Conv2d(self.in_channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d(1),
+        )
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class LocalMinimumMLP(nn.Module):
+    """The Local Minimum classifier (seed 004 §5.2): is ``S(x) = sum_i f(x_i) > 0``?
+
+    Input ``(B, d)`` float in ``[0, 1]``; output ``(B, 2)`` logits. As in the paper's
+    architecture (its Fig. 13, a layer that sums the components), one small MLP
+    ``g: R -> R`` (``depth`` x Linear -> ReLU at width ``hidden``, then Linear) is
+    shared by all components and its outputs are summed: ``s = sum_i g(x_i)``; the
+    logits are an affine map of ``s``. The model is additive in the score and not in
+    the logits' softmax, as in the paper.
+    """
+
+    num_classes = 2
+
+    def __init__(self, d: int = 6, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        for name, value in [("d", d), ("hidden", hidden), ("depth", depth)]:
+            _check_positive_int(name, value)
+        self.d = d
+        layers, c = [], 1
+        for _ in range(depth):
+            layers += [nn.Linear(c, hidden), nn.ReLU()]
+            c = hidden
+        layers.append(nn.Linear(c, 1))
+        self.component = nn.Sequential(*layers)
+        self.head = nn.Linear(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.d:
+            raise ValueError(f"x must have shape (B, {self.d}), got {tuple(x.shape)}")
+        s = self.component(x.unsqueeze(-1)).sum(dim=1)  # (B, d, 1) -> (B, 1)
+        return self.head(s)
