@@ -1,4 +1,4 @@
-"""GPU benchmark: ResNet-50 (torchvision, random weights, 224x224) against Captum and the bare cost.
+"""GPU benchmark: ResNet-50 and ViT-B/16 (torchvision, random weights, 224x224) against Captum and the bare cost.
 
     python -m benchmarks.gpu [--out PATH] [--batch 32] [--repeat 7] [--requests 200] [--quick]
 
@@ -256,6 +256,7 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-vit", dest="vit", action="store_false", help="skip the ViT-B/16 case")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu needs a CUDA device")
@@ -298,6 +299,25 @@ def main(argv=None):
             result["latency"][key] = r
             torch.cuda.empty_cache()
             print(f"latency {key:<30} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.vit:  # the issue's second model: ViT-B/16, bf16, throughput and single-request latency
+        vit = torchvision.models.vit_b_16(weights=None).cuda().eval()
+        for p in vit.parameters():
+            p.requires_grad_(False)
+        try:
+            name, rows = throughput(vit, args.batch, torch.bfloat16, 3 if args.quick else args.repeat)
+            result["throughput"]["vit_b_16/" + name] = rows
+            for k, r in rows.items():
+                print(f"  vit {k:<20}{1e3 * r['median_s']:>10.1f} ms {r['images_per_s']:>9.1f} img/s", flush=True)
+            for meth, kw in (("idg", {"n_probe": 50}), ("ig", {})):
+                r = latency(vit, torch.bfloat16, 50 if args.quick else args.requests, meth, cuda_graphs=True, **kw)
+                result["latency"][f"vit_b_16/{meth}/bf16/graphs"] = r
+                print(f"latency vit_b_16/{meth}/bf16/graphs p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
+        except Exception as exc:
+            print(f"vit_b_16 failed: {type(exc).__name__}: {exc}", flush=True)
+        del vit
+        torch.cuda.empty_cache()
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
     try:
