@@ -10,6 +10,7 @@ import os
 import platform
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -171,6 +172,18 @@ class _Job:
                                              num_workers=cfg.workers, pin_memory=self.device.type == "cuda")
         it = iter(loader)
         t_run = time.perf_counter()
+        # One writer thread: chunk k is written (data, then its marker) while chunk k + 1
+        # is computed. At most one write is in flight, so at most two chunks are in memory.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathattr-store")
+        in_flight = None
+
+        def committed(job):
+            fut, k, sec = job
+            fut.result()  # re-raises a failed write here, in the main thread
+            prog.advance(self._size(k))
+            prog.log("chunk", chunk=k, items=self._size(k), seconds=round(sec, 4),
+                     items_per_s=round(self._size(k) / sec, 2))
+
         try:
             for k in pending:
                 t0 = time.perf_counter()
@@ -180,13 +193,16 @@ class _Job:
                     parts.append(self.compute(x, y, start + sum(len(p["index"]) for p in parts)))
                 data = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
                 sec = time.perf_counter() - t0
-                self.store.write_chunk(k, start, data, {"rank": d.rank, "session": session, "seconds": sec,
-                                                        "items": self._size(k), "device": str(self.device),
-                                                        "t_end": time.time()})
-                prog.advance(self._size(k))
-                prog.log("chunk", chunk=k, items=self._size(k), seconds=round(sec, 4),
-                         items_per_s=round(self._size(k) / sec, 2))
+                info = {"rank": d.rank, "session": session, "seconds": sec, "items": self._size(k),
+                        "device": str(self.device), "t_end": time.time()}
+                fut = writer.submit(self.store.write_chunk, k, start, data, info)
+                if in_flight is not None:
+                    committed(in_flight)
+                in_flight = (fut, k, sec)
+            if in_flight is not None:
+                committed(in_flight)
         finally:
+            writer.shutdown(wait=True)  # a chunk being written is finished (or fails) before we return
             prog.close()
         seconds = time.perf_counter() - t_run
         return {"rank": d.rank, "items": n_pending, "seconds": seconds, "progress": prog}
