@@ -1,6 +1,6 @@
 """The dataset job's overhead: `pathattr attribute` against calling the API in a loop.
 
-    python -m benchmarks.job [--repeat 5] [--steps 50] [--threads N] [--out benchmarks/results/job-DATE.json]
+    python -m benchmarks.job [--repeat 5] [--steps 50] [--device cpu|cuda] [--threads N] [--out benchmarks/results/job-DATE.json]
 
 On the bundled default (DigitsCNN, the 360 held-out digits, IDG, batches of 32):
   api_loop_details  Explainer.attribute(batch, return_details=True, delta) per batch:
@@ -34,13 +34,15 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", default=f"benchmarks/results/job-{datetime.date.today().isoformat()}.json")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_digits_model()
+    model = load_digits_model(args.device)
     x, _ = load_digits_data("test")
+    x = x.to(args.device)
     n = x.shape[0]
     batches = [x[s:s + BATCH] for s in range(0, n, BATCH)]
     ex = pa.Explainer(model, method="idg", n_steps=args.steps)
@@ -57,11 +59,11 @@ def main(argv=None) -> None:
 
     def job():
         run_job(JobConfig(out=str(tmp / f"run{next(runs)}"), method="idg", steps=args.steps, batch_size=BATCH,
-                          chunk_size=64, quiet=True))
+                          chunk_size=64, device=args.device, quiet=True))
 
     providers = {"api_loop_details": api_details, "api_loop_plain": api_plain, "job": job}
-    samples = time_interleaved(providers, repeat=args.repeat, warmup=1, min_sample_s=0.0)
-    rows = [Row("digits_idg_360", name, BATCH, args.steps, "cpu", s, extra={"items_per_s": round(n / sorted(s)[len(s) // 2], 1)})
+    samples = time_interleaved(providers, repeat=args.repeat, warmup=1, device=args.device, min_sample_s=0.0)
+    rows = [Row("digits_idg_360", name, BATCH, args.steps, args.device, s, extra={"items_per_s": round(n / sorted(s)[len(s) // 2], 1)})
             for name, s in samples.items()]
     print(table(rows, baseline={"digits_idg_360": "api_loop_details"}))
     path = write_results(rows, Path(args.out), environment(), {"items": n, "batch": BATCH, "steps": args.steps,

@@ -96,6 +96,11 @@ def test_sigkill_three_times_then_resume_equals_uninterrupted(reference, tmp_pat
         seen.append(_markers(out))
     assert seen == sorted(seen) and seen[-1] < N_CHUNKS, seen  # finished chunks are kept, never lost
     before = {p.name: p.read_bytes() for p in (out / "chunks").glob("*.json")}
+    if seen[-1]:  # the report of an unfinished run says so
+        from pathattr.job.report import write_report
+
+        page = write_report(out, tmp_path / "partial.html").read_text()
+        assert f"incomplete: {8 * seen[-1]} of 160 items finished" in page
     proc = subprocess.run(_cmd(out) + ["--log-json"], capture_output=True, text=True, timeout=120, env=ENV)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
