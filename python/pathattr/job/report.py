@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .config import JobError
-from .store import MANIFEST, RUN_FILE, RunStore
+from .store import MANIFEST, RUN_FILE, RunStore, _zarr
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
@@ -91,8 +91,6 @@ def _heatmaps(arrays: Dict[str, Any], finished: List[Tuple[int, int]], method: s
 
 def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
     """Write the HTML report of `run_dir` (default RUN_DIR/report.html); returns its path."""
-    import zarr
-
     run_dir = Path(run_dir)
     if not isinstance(n_examples, int) or isinstance(n_examples, bool) or not 0 <= n_examples <= 16:
         raise ValueError(f"n_examples must be an int in [0, 16], got {n_examples!r}")
@@ -104,7 +102,7 @@ def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
     done = store.finished()
     ident = run["identity"]
     n_items = ident["data"]["items"]
-    root = zarr.open_group(str(store.store_path), mode="r")
+    root = _zarr().open_group(str(store.store_path), mode="r")
     arrays = {name: a for name, a in root.arrays()}
     spans = sorted((m["start"], m["stop"]) for m in done.values())
     sel = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, dtype=np.int64)

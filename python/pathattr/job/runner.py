@@ -212,7 +212,7 @@ class _Job:
 
     # ------------------------------------------------------------------ the end
 
-    def finalise(self, session: str, wall: float, mine: Dict[str, Any]) -> Dict[str, Any]:
+    def finalise(self, session: str, wall: float) -> Dict[str, Any]:
         """Rank 0, after every rank is done: check every chunk, write the manifest."""
         done = self.store.finished()
         missing = [k for k in range(self.n_chunks) if k not in done]
@@ -260,7 +260,7 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
         wall = time.perf_counter() - t0
         if d.rank != 0:
             return {"rank": d.rank}
-        manifest = job.finalise(session, wall, mine)
+        manifest = job.finalise(session, wall)
         tp = manifest["throughput"]
         rate = f"{tp['items_per_s']:.1f} items/s" if tp["items_per_s"] else "nothing left to compute"
         resumed = job.n - tp["items"]

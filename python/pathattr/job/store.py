@@ -37,6 +37,14 @@ FORMAT = 1
 PREVIEW = 16
 
 
+def _zarr():
+    try:
+        import zarr
+    except ImportError as exc:
+        raise JobError("the dataset job needs zarr >= 3 (Python 3.11+): pip install 'zarr>=3'") from exc
+    return zarr
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file, flush it to disk, then rename over `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -109,8 +117,7 @@ class RunStore:
         schema: name -> (trailing shape, dtype) of each per-item array, e.g.
         {"attributions": ((1, 8, 8), "float32"), "delta": ((), "float32")}.
         """
-        import zarr
-
+        zarr = _zarr()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(self.store_path), mode="w")
         for name, (tail, dtype) in schema.items():
@@ -124,9 +131,7 @@ class RunStore:
         self.chunk_dir.mkdir(exist_ok=True)
 
     def open(self) -> "RunStore":
-        import zarr
-
-        root = zarr.open_group(str(self.store_path), mode="r+")
+        root = _zarr().open_group(str(self.store_path), mode="r+")
         self._arrays = {name: arr for name, arr in root.arrays()}
         self.chunk_dir.mkdir(exist_ok=True)
         return self
