@@ -111,6 +111,7 @@ def test_sigkill_three_times_then_resume_equals_uninterrupted(reference, tmp_pat
     assert events[-1]["event"] == "done" and events[-1]["items"] == 160
     assert not list(out.rglob("*.partial"))
     _assert_same_store(out, reference)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_rerun_of_finished_run_computes_nothing(reference, tmp_path):
@@ -121,6 +122,7 @@ def test_rerun_of_finished_run_computes_nothing(reference, tmp_path):
     m = run_job(JobConfig(out=str(out), steps=8, limit=160, chunk_size=8, batch_size=8, quiet=True))
     assert m["throughput"]["items"] == 0
     _assert_same_store(out, reference)
+    assert not list(out.glob(".*.tmp"))
 
 
 def _rank_pid(proc, rank_index=None):
@@ -155,6 +157,7 @@ def test_torchrun_two_ranks_killed_and_resumed_equals_one_process(reference, tmp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["finished_chunks"] == list(range(N_CHUNKS))
     _assert_same_store(out, reference)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_changed_settings_are_refused_and_nothing_is_written(reference, tmp_path, capsys):
@@ -179,3 +182,14 @@ def test_foreign_folder_is_refused(tmp_path):
     with pytest.raises(JobError, match="not a pathattr run folder"):
         run_job(JobConfig(out=str(tmp_path), steps=8, limit=8, quiet=True))
     assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+
+
+def test_a_creation_killed_half_way_is_started_again(reference, tmp_path):
+    import zarr
+
+    out = tmp_path / "run"
+    zarr.open_group(str(out / "store.zarr"), mode="w").create_array("attributions", shape=(3,), dtype="float32")
+    (out / ".run.json.1234.tmp").write_text("{")  # the state a kill inside create() can leave
+    run_job(JobConfig(out=str(out), steps=8, limit=160, chunk_size=8, batch_size=8, quiet=True))
+    _assert_same_store(out, reference)
+    assert not list(out.glob(".*.tmp"))

@@ -123,9 +123,9 @@ class _Job:
         err = None
         if self.dist.rank == 0:
             try:
-                if self.store.check_reusable(self.identity):
-                    self.store.remove_partial_files()
-                else:
+                reuse = self.store.check_reusable(self.identity)
+                self.store.remove_partial_files()  # what a killed writer left; no rank writes yet
+                if not reuse:
                     self._create()
             except JobError as exc:
                 err = str(exc)

@@ -88,7 +88,8 @@ class RunStore:
             return False
         old = self.read_identity()
         if old is None:
-            if self.store_path.exists() and not self.chunk_dir.exists() and set(os.listdir(d)) <= {STORE, RUN_FILE}:
+            ours = {n for n in os.listdir(d) if not (n.startswith(".") and n.endswith(".tmp"))}
+            if self.store_path.exists() and not self.chunk_dir.exists() and ours <= {STORE, RUN_FILE}:
                 return False  # a creation that was killed before it finished: start it again
             raise JobError(f"out {d} exists and is not a pathattr run folder; refusing to write into it "
                            f"(choose an empty or new folder)")
