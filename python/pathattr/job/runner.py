@@ -81,6 +81,7 @@ class _Job:
         }
         self.store = RunStore(Path(cfg.out))
         self.n_chunks = -(-self.n // cfg.chunk_size)
+        self._first: Optional[Dict[str, np.ndarray]] = None  # chunk 0's first batch, when computed at creation
 
     # ------------------------------------------------------------------ one batch
 
@@ -135,14 +136,17 @@ class _Job:
         self.store.open()
 
     def _create(self) -> None:
-        k = min(PREVIEW, self.n)
+        first = self.batches([0])[0]  # chunk 0 is rank 0's, and its first batch is computed here
+        k = max(min(PREVIEW, self.n), len(first))
         items = [self.dataset[i] for i in range(k)]
-        x = torch.stack([it[0] for it in items])
+        x = torch.stack([it[0] for it in items])  # as the DataLoader's default collate stacks them
         y = torch.tensor([it[1] for it in items], dtype=torch.long)
-        # One item tells which diagnostics this method reports, so every array exists
-        # before any rank writes (the probe's numbers are not stored).
-        probe = self.compute(x[:1], y[:1], 0)
-        schema = {name: (v.shape[1:], str(v.dtype)) for name, v in probe.items()}
+        # The first batch tells which diagnostics this method reports, so that every
+        # array exists before any rank writes; its result is kept for the loop, which
+        # would compute exactly this batch (same items, same batch) first.
+        self._first = self.compute(x[:len(first)], y[:len(first)], 0)
+        schema = {name: (v.shape[1:], str(v.dtype)) for name, v in self._first.items()}
+        x = x[:min(PREVIEW, self.n)]
         info = {"config": _jsonable(self.cfg.as_dict()), "identity": self.identity, "skipped": self.skipped,
                 "pathattr_version": __version__, "torch_version": torch.__version__,
                 "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -168,7 +172,11 @@ class _Job:
         prog = Progress(d.rank, d.world_size, n_mine, n_mine - n_pending, cfg.quiet, cfg.log_json)
         prog.log("start", items=n_mine, pending=n_pending, chunks=len(pending), device=str(self.device),
                  world_size=d.world_size, pid=os.getpid(), session=session)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batches(pending),
+        batches = self.batches(pending)
+        kept = self._first if pending and pending[0] == 0 else None
+        if kept is not None:
+            batches = batches[1:]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches,
                                              num_workers=cfg.workers, pin_memory=self.device.type == "cuda")
         it = iter(loader)
         t_run = time.perf_counter()
@@ -187,7 +195,7 @@ class _Job:
         try:
             for k in pending:
                 t0 = time.perf_counter()
-                start, parts = k * cfg.chunk_size, []
+                start, parts = k * cfg.chunk_size, ([kept] if k == 0 and kept is not None else [])
                 while sum(len(p["index"]) for p in parts) < self._size(k):
                     x, y = next(it)
                     parts.append(self.compute(x, y, start + sum(len(p["index"]) for p in parts)))
