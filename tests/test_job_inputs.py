@@ -150,7 +150,8 @@ def test_image_folder_skips_and_lists_unreadable_images_unless_strict(tmp_path, 
     (["--data", "jobfactories:not_a_dataset", "--model", "jobfactories:tiny_cnn"], "map-style torch Dataset"),
     (["--model", "jobfactories:wider_cnn", "--checkpoint", "CKPT"], "does not fit model jobfactories:wider_cnn"),
     (["--checkpoint", "CKPT"], "checkpoint needs model"),
-    (["--set", "no_such_setting=1"], "does not take these settings"),
+    (["--set", "no_such_setting=1"], "its settings are: n_steps, schedule"),
+    (["--model", "jobfactories:tiny_cnn"], "the model failed on the first batch of the data (inputs of shape (1, 8, 8))"),
     (["--target", "label", "--data", "NPY", "--model", "jobfactories:tiny_cnn"], "item 0 has no label"),
 ])
 def test_bad_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys, args, message):

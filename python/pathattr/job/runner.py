@@ -6,6 +6,7 @@ uninterrupted process (on the same device and precision).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import time
@@ -66,7 +67,9 @@ class _Job:
                                        internal_batch_size=cfg.internal_batch_size,
                                        autocast=_AUTOCAST.get(cfg.dtype), **kw)
         except TypeError as exc:  # an unknown keyword for this method's settings()
-            raise JobError(f"method {cfg.method!r} does not take these settings: {exc}") from exc
+            known = ", ".join(inspect.signature(self.method.settings).parameters)
+            raise JobError(f"method {cfg.method!r} does not take these settings ({exc}); its settings are: "
+                           f"{known} (give them with --set KEY=VALUE; --steps sets n_steps)") from exc
         x0 = self.dataset[0][0]
         self.shape = tuple(x0.shape)
         data_desc = self.dataset.describe()
@@ -144,7 +147,11 @@ class _Job:
         # The first batch tells which diagnostics this method reports, so that every
         # array exists before any rank writes; its result is kept for the loop, which
         # would compute exactly this batch (same items, same batch) first.
-        self._first = self.compute(x[:len(first)], y[:len(first)], 0)
+        try:
+            self._first = self.compute(x[:len(first)], y[:len(first)], 0)
+        except RuntimeError as exc:  # the model's own error, e.g. a shape that does not fit
+            raise JobError(f"the model failed on the first batch of the data (inputs of shape "
+                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}") from exc
         schema = {name: (v.shape[1:], str(v.dtype)) for name, v in self._first.items()}
         x = x[:min(PREVIEW, self.n)]
         info = {"config": _jsonable(self.cfg.as_dict()), "identity": self.identity, "skipped": self.skipped,
