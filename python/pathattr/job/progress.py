@@ -26,7 +26,10 @@ class Progress:
         if self.log_json:
             rec = {"event": event, "rank": self.rank, "time": round(time.time(), 3)}
             rec.update(fields)
-            print(json.dumps(rec, sort_keys=True), flush=True)
+            # One write per line: ranks share stdout, and print() writes the text and the
+            # newline separately (unbuffered under torchrun), so lines could interleave.
+            sys.stdout.write(json.dumps(rec, sort_keys=True) + "\n")
+            sys.stdout.flush()
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
