@@ -13,6 +13,10 @@ def main(argv=None) -> int:
     demo.add_argument("--steps", type=int, default=50, help="gradient samples per input (default: 50)")
     demo.add_argument("--limit", type=int, default=None, help="attribute only the first N held-out images")
     demo.add_argument("--quiet", action="store_true")
+    from .job import cli as job_cli
+
+    job_cli.add_attribute_parser(sub)
+    job_cli.add_report_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -22,6 +26,10 @@ def main(argv=None) -> int:
         if args.limit is not None and args.limit < 1:
             parser.error("--limit must be >= 1")
         run_demo(args.out, n_steps=args.steps, limit=args.limit, quiet=args.quiet)
+    if args.command == "attribute":
+        return job_cli.run_attribute(args, parser)
+    if args.command == "report":
+        return job_cli.run_report(args, parser)
     return 0
 
 

@@ -1,0 +1,305 @@
+"""The job loop: DataLoader -> Explainer -> one store chunk at a time, on every rank.
+
+Each chunk is computed from its own items only, in the same batches whatever rank
+or session computes it, so a resumed or sharded run writes the same numbers as one
+uninterrupted process (on the same device and precision).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .. import __version__, methods
+from ..explainer import Explainer
+from . import dist as dist_mod
+from .config import JobConfig, JobError
+from .inputs import model_fingerprint, open_dataset, open_model
+from .progress import Progress
+from .store import PREVIEW, RunStore
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _device(spec: str, local_rank: int) -> torch.device:
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be 'auto' or a torch device like 'cpu' or 'cuda:0', got {spec!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise JobError(f"device {spec} asked for, but CUDA is not available")
+    return dev
+
+
+class _Job:
+    """One rank's view of a run: its data, model, explainer and store."""
+
+    def __init__(self, cfg: JobConfig, d: dist_mod.Dist, device: torch.device):
+        self.cfg, self.dist, self.device = cfg, d, device
+        self.method = methods.get(cfg.method)  # ValueError naming the method
+        prep = cfg.preprocess_settings()
+        self.dataset = open_dataset(cfg.data, prep, cfg.strict)
+        n_all = len(self.dataset)
+        if n_all == 0:
+            raise JobError(f"data {cfg.data or 'bundled digits'} holds no items")
+        self.n = min(n_all, cfg.limit) if cfg.limit else n_all
+        model, model_desc = open_model(cfg.model, cfg.checkpoint)
+        fingerprint = model_fingerprint(model)
+        if cfg.dtype == "fp64":
+            model = model.double()
+        self.in_dtype = torch.float64 if cfg.dtype == "fp64" else torch.float32
+        self.model = model.to(device)
+        kw = dict(cfg.method_settings)
+        if cfg.steps is not None:
+            kw["n_steps"] = cfg.steps
+        try:
+            self.explainer = Explainer(self.model, method=cfg.method, output=cfg.output,
+                                       internal_batch_size=cfg.internal_batch_size,
+                                       autocast=_AUTOCAST.get(cfg.dtype), **kw)
+        except TypeError as exc:  # an unknown keyword for this method's settings()
+            known = ", ".join(inspect.signature(self.method.settings).parameters)
+            raise JobError(f"method {cfg.method!r} does not take these settings ({exc}); its settings are: "
+                           f"{known} (give them with --set KEY=VALUE; --steps sets n_steps)") from exc
+        x0 = self.dataset[0][0]
+        self.shape = tuple(x0.shape)
+        data_desc = self.dataset.describe()
+        self.skipped = data_desc.pop("skipped", [])
+        self.identity = {
+            "method": self.explainer.method, "method_settings": _jsonable(self.explainer.settings),
+            "model": model_desc, "model_fingerprint": fingerprint,
+            "data": dict(data_desc, items=self.n, item_shape=list(self.shape)), "preprocess": prep,
+            "batch_size": cfg.batch_size, "chunk_size": cfg.chunk_size,
+            "internal_batch_size": cfg.internal_batch_size, "dtype": cfg.dtype, "store_dtype": cfg.store_dtype,
+            "target": cfg.target, "baseline": float(cfg.baseline), "output": cfg.output,
+        }
+        self.store = RunStore(Path(cfg.out))
+        self.n_chunks = -(-self.n // cfg.chunk_size)
+        self._first: Optional[Dict[str, np.ndarray]] = None  # chunk 0's first batch, when computed at creation
+
+    # ------------------------------------------------------------------ one batch
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor, start: int) -> Dict[str, np.ndarray]:
+        """Attribute one batch; return every per-item array for its rows."""
+        cfg = self.cfg
+        x = x.to(self.device, dtype=self.in_dtype, non_blocking=True)
+        if cfg.target == "pred":
+            target = None
+        elif cfg.target == "label":
+            if (y < 0).any():
+                bad = int(start + (y < 0).nonzero()[0, 0])
+                raise JobError(f"target 'label': item {bad} has no label (the data carry none)")
+            target = y.to(self.device)
+        else:
+            target = int(cfg.target)
+        res = self.explainer.attribute(x, baselines=float(cfg.baseline), target=target,
+                                       return_convergence_delta=True, return_details=True)
+        f_x, f_b = res.end_value, res.start_value
+        if f_x is None or f_b is None:  # the method did not need both ends: one forward pass
+            eng = self.explainer.engine
+            f_x, f_b = eng.endpoints(eng.prepare(x, float(cfg.baseline), res.target))
+        out = {
+            "attributions": res.attributions.detach().to("cpu", torch.float32).numpy().astype(cfg.store_dtype),
+            "index": np.arange(start, start + x.shape[0], dtype=np.int64),
+            "label": y.cpu().numpy().astype(np.int64),
+            "target": res.target.cpu().numpy().astype(np.int64),
+            "logit": _f32(f_x), "baseline_value": _f32(f_b),
+        }
+        if res.delta is not None:
+            out["delta"] = _f32(res.delta)
+        if res.probe_curve is not None:
+            out["probe_curve"] = _f32(res.probe_curve)
+        return out
+
+    # ------------------------------------------------------------------ store set-up
+
+    def prepare_store(self) -> None:
+        """Rank 0 checks (refuses) or creates the store; every rank then opens it."""
+        err = None
+        if self.dist.rank == 0:
+            try:
+                reuse = self.store.check_reusable(self.identity)
+                self.store.remove_partial_files()  # what a killed writer left; no rank writes yet
+                if not reuse:
+                    self._create()
+            except JobError as exc:
+                err = str(exc)
+        err = self.dist.broadcast(err)
+        if err is not None:
+            raise JobError(err)
+        self.store.open()
+
+    def _create(self) -> None:
+        first = self.batches([0])[0]  # chunk 0 is rank 0's, and its first batch is computed here
+        k = max(min(PREVIEW, self.n), len(first))
+        items = [self.dataset[i] for i in range(k)]
+        x = torch.stack([it[0] for it in items])  # as the DataLoader's default collate stacks them
+        y = torch.tensor([it[1] for it in items], dtype=torch.long)
+        # The first batch tells which diagnostics this method reports, so that every
+        # array exists before any rank writes; its result is kept for the loop, which
+        # would compute exactly this batch (same items, same batch) first.
+        try:
+            self._first = self.compute(x[:len(first)], y[:len(first)], 0)
+        except RuntimeError as exc:  # the model's own error, e.g. a shape that does not fit
+            raise JobError(f"the model failed on the first batch of the data (inputs of shape "
+                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}") from exc
+        schema = {name: (v.shape[1:], str(v.dtype)) for name, v in self._first.items()}
+        x = x[:min(PREVIEW, self.n)]
+        info = {"config": _jsonable(self.cfg.as_dict()), "identity": self.identity, "skipped": self.skipped,
+                "pathattr_version": __version__, "torch_version": torch.__version__,
+                "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.store.create(self.identity, self.n, schema, self.cfg.chunk_size, x.numpy(), info)
+
+    # ------------------------------------------------------------------ the loop
+
+    def batches(self, chunks: List[int]) -> List[List[int]]:
+        cs, bs = self.cfg.chunk_size, self.cfg.batch_size
+        out = []
+        for k in chunks:
+            start, stop = k * cs, min(self.n, (k + 1) * cs)
+            out += [list(range(b, min(stop, b + bs))) for b in range(start, stop, bs)]
+        return out
+
+    def run(self, session: str) -> Dict[str, Any]:
+        cfg, d = self.cfg, self.dist
+        mine = dist_mod.shard(self.n_chunks, d.rank, d.world_size)
+        done = self.store.finished()
+        pending = [k for k in mine if k not in done]
+        n_mine = sum(self._size(k) for k in mine)
+        n_pending = sum(self._size(k) for k in pending)
+        prog = Progress(d.rank, d.world_size, n_mine, n_mine - n_pending, cfg.quiet, cfg.log_json)
+        prog.log("start", items=n_mine, pending=n_pending, chunks=len(pending), device=str(self.device),
+                 world_size=d.world_size, pid=os.getpid(), session=session)
+        batches = self.batches(pending)
+        kept = self._first if pending and pending[0] == 0 else None
+        if kept is not None:
+            batches = batches[1:]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches,
+                                             num_workers=cfg.workers, pin_memory=self.device.type == "cuda")
+        it = iter(loader)
+        t_run = time.perf_counter()
+        # One writer thread: chunk k is written (data, then its marker) while chunk k + 1
+        # is computed. At most one write is in flight, so at most two chunks are in memory.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathattr-store")
+        in_flight = None
+
+        def committed(job):
+            fut, k, sec = job
+            fut.result()  # re-raises a failed write here, in the main thread
+            prog.advance(self._size(k))
+            prog.log("chunk", chunk=k, items=self._size(k), seconds=round(sec, 4),
+                     items_per_s=round(self._size(k) / sec, 2))
+
+        try:
+            for k in pending:
+                t0 = time.perf_counter()
+                start, parts = k * cfg.chunk_size, ([kept] if k == 0 and kept is not None else [])
+                while sum(len(p["index"]) for p in parts) < self._size(k):
+                    x, y = next(it)
+                    parts.append(self.compute(x, y, start + sum(len(p["index"]) for p in parts)))
+                data = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+                sec = time.perf_counter() - t0
+                info = {"rank": d.rank, "session": session, "seconds": sec, "items": self._size(k),
+                        "device": str(self.device), "t_end": time.time()}
+                fut = writer.submit(self.store.write_chunk, k, start, data, info)
+                if in_flight is not None:
+                    committed(in_flight)
+                in_flight = (fut, k, sec)
+            if in_flight is not None:
+                committed(in_flight)
+        finally:
+            writer.shutdown(wait=True)  # a chunk being written is finished (or fails) before we return
+            prog.close()
+        seconds = time.perf_counter() - t_run
+        return {"rank": d.rank, "items": n_pending, "seconds": seconds, "progress": prog}
+
+    def _size(self, k: int) -> int:
+        return min(self.n, (k + 1) * self.cfg.chunk_size) - k * self.cfg.chunk_size
+
+    # ------------------------------------------------------------------ the end
+
+    def finalise(self, session: str, wall: float) -> Dict[str, Any]:
+        """Rank 0, after every rank is done: check every chunk, write the manifest."""
+        done = self.store.finished()
+        missing = [k for k in range(self.n_chunks) if k not in done]
+        if missing:
+            raise JobError(f"chunks {missing[:10]} are not finished after every rank stopped; rerun to complete them")
+        sessions: Dict[str, Dict[str, Any]] = {}
+        for k, m in sorted(done.items()):
+            s = sessions.setdefault(m.get("session", "?"), {"items": 0, "compute_seconds": 0.0, "ranks": set(),
+                                                            "t_first": float("inf"), "t_last": 0.0})
+            s["items"] += m["items"]
+            s["compute_seconds"] += m["seconds"]
+            s["ranks"].add(m["rank"])
+            s["t_first"] = min(s["t_first"], m["t_end"] - m["seconds"])
+            s["t_last"] = max(s["t_last"], m["t_end"])
+        for sid, s in sessions.items():
+            s["ranks"] = len(s.pop("ranks"))
+            s["wall_seconds"] = wall if sid == session else s.pop("t_last") - s.pop("t_first")
+            s.pop("t_first", None), s.pop("t_last", None)
+            s["items_per_s"] = s["items"] / s["wall_seconds"] if s["wall_seconds"] > 0 else None
+        new = sessions.get(session, {}).get("items", 0)
+        manifest = {
+            "complete": True, "items": self.n, "chunks": self.n_chunks, "chunk_size": self.cfg.chunk_size,
+            "finished_chunks": sorted(done), "skipped": self.skipped, "world_size": self.dist.world_size,
+            "device": str(self.device), "last_session": session, "sessions": sessions,
+            "throughput": {"items": new, "wall_seconds": wall, "items_per_s": new / wall if wall > 0 and new else None},
+        }
+        self.store.write_manifest(manifest)
+        return manifest
+
+
+def run_job(cfg: JobConfig) -> Dict[str, Any]:
+    """Run (or resume) `pathattr attribute` with `cfg`; returns the manifest on rank 0
+    (on other ranks: {"rank": r}). Raises JobError / ValueError / TypeError for bad input."""
+    cfg.check()
+    wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    d = dist_mod.setup(wants_cuda)
+    try:
+        device = _device(cfg.device, d.local_rank)
+        job = _Job(cfg, d, device)
+        job.prepare_store()
+        session = d.broadcast(uuid.uuid4().hex[:12])
+        t0 = time.perf_counter()
+        mine = job.run(session)
+        d.barrier()
+        wall = time.perf_counter() - t0
+        if d.rank != 0:
+            return {"rank": d.rank}
+        manifest = job.finalise(session, wall)
+        tp = manifest["throughput"]
+        rate = f"{tp['items_per_s']:.1f} items/s" if tp["items_per_s"] else "nothing left to compute"
+        resumed = job.n - tp["items"]
+        line = (f"pathattr attribute: {job.n} items -> {job.store.store_path} | this run: {tp['items']} computed "
+                f"({resumed} already done) in {wall:.2f} s, {rate}, {d.world_size} rank(s) on {device}")
+        if job.skipped:
+            line += f" | {len(job.skipped)} unreadable images skipped (listed in manifest.json)"
+        mine["progress"].summary(line)
+        mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped")})
+        return manifest
+    finally:
+        d.close()
+
+
+def _f32(t: Optional[torch.Tensor]) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def _jsonable(obj: Any) -> Any:
+    """Settings as JSON values (dtypes and other objects by their str)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
