@@ -17,6 +17,21 @@ namespace py = pybind11;
 
 namespace {
 
+using CurveArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// Probe curves (B, N+1) as a C-contiguous float64 array, or a ValueError naming `curves`.
+CurveArray ensure_curves(const py::object& curves_obj) {
+    CurveArray curves = CurveArray::ensure(curves_obj);
+    if (!curves) {
+        throw py::value_error("curves: expected a 2-D array of real numbers (B, N+1)");
+    }
+    if (curves.ndim() != 2) {
+        throw py::value_error("curves: expected a 2-D array (B, N+1), got " +
+                              std::to_string(curves.ndim()) + " dimension(s)");
+    }
+    return curves;
+}
+
 py::tuple py_quadrature(const std::string& method, int64_t n) {
     pathattr::check_quadrature_args(method, n);  // ValueError before allocating
     pathattr::QuadratureRule rule;
@@ -40,15 +55,7 @@ py::tuple py_adaptive_grid(const py::object& curves_obj, int64_t M, const std::s
     opt.floor = floor;
     opt.eps = eps;
 
-    using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
-    Arr curves = Arr::ensure(curves_obj);
-    if (!curves) {
-        throw py::value_error("curves: expected a 2-D array of real numbers (B, N+1)");
-    }
-    if (curves.ndim() != 2) {
-        throw py::value_error("curves: expected a 2-D array (B, N+1), got " +
-                              std::to_string(curves.ndim()) + " dimension(s)");
-    }
+    CurveArray curves = ensure_curves(curves_obj);
     const int64_t B = static_cast<int64_t>(curves.shape(0));
     const int64_t N = static_cast<int64_t>(curves.shape(1)) - 1;
     pathattr::check_grid_options(opt, N);
@@ -70,15 +77,7 @@ py::tuple py_adaptive_grid(const py::object& curves_obj, int64_t M, const std::s
 
 py::tuple py_truncate(const py::object& curves_obj, double r, const std::string& threshold) {
     const pathattr::Threshold th = pathattr::parse_threshold(threshold);
-    using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
-    Arr curves = Arr::ensure(curves_obj);
-    if (!curves) {
-        throw py::value_error("curves: expected a 2-D array of real numbers (B, N+1)");
-    }
-    if (curves.ndim() != 2) {
-        throw py::value_error("curves: expected a 2-D array (B, N+1), got " +
-                              std::to_string(curves.ndim()) + " dimension(s)");
-    }
+    CurveArray curves = ensure_curves(curves_obj);
     const int64_t B = static_cast<int64_t>(curves.shape(0));
     const int64_t N = static_cast<int64_t>(curves.shape(1)) - 1;
     pathattr::check_truncate_options(r, N);

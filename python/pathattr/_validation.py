@@ -134,3 +134,11 @@ def normalize_forward_args(additional_forward_args: Any) -> Tuple[Any, ...]:
     if isinstance(additional_forward_args, list):
         return tuple(additional_forward_args)
     return (additional_forward_args,)
+
+
+def broadcasts_to(shape, target_shape) -> bool:
+    """True when a tensor of `shape` broadcasts to exactly `target_shape`."""
+    try:
+        return torch.broadcast_shapes(tuple(shape), tuple(target_shape)) == tuple(target_shape)
+    except RuntimeError:
+        return False

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from . import methods
-from ._validation import check_finite, normalize_forward_args
+from ._validation import broadcasts_to, check_finite, normalize_forward_args
 from .engine import PathEngine
 from .layerhooks import LayerReplaced, activations, check_layer
 
@@ -39,11 +39,7 @@ def _check_layer_inputs(inputs: Any, baselines: Any):
         return inputs, torch.full_like(inputs, baselines)
     if baselines.device != inputs.device:
         raise ValueError(f"baselines is on {baselines.device} but inputs are on {inputs.device}")
-    try:
-        ok = torch.broadcast_shapes(tuple(baselines.shape), tuple(inputs.shape)) == tuple(inputs.shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
+    if not broadcasts_to(baselines.shape, inputs.shape):
         raise ValueError(f"baselines of shape {tuple(baselines.shape)} does not broadcast to inputs of shape "
                          f"{tuple(inputs.shape)}")
     base = baselines.to(inputs.dtype).expand_as(inputs).contiguous()

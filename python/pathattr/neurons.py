@@ -31,7 +31,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from . import schedules
-from ._validation import check_choice, check_positive_int
+from ._validation import broadcasts_to, check_choice, check_positive_int
 from .engine import PathEngine
 from .layerhooks import check_layer, intercept
 from .targets import check_model_output, check_target_range, select_output
@@ -43,11 +43,7 @@ def _check_region(region_mask: Any, x: torch.Tensor) -> torch.Tensor:
     """A 0/1 (or bool) tensor broadcastable to inputs (B, *shape): (*shape), (B, *shape), (H, W), ..."""
     if not isinstance(region_mask, torch.Tensor):
         raise TypeError(f"region_mask must be a torch.Tensor of 0/1 (or bool) values, got {type(region_mask).__name__}")
-    try:
-        ok = torch.broadcast_shapes(tuple(region_mask.shape), tuple(x.shape)) == tuple(x.shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
+    if not broadcasts_to(region_mask.shape, x.shape):
         raise ValueError(f"region_mask of shape {tuple(region_mask.shape)} does not broadcast to inputs of shape "
                          f"{tuple(x.shape)}; expected {tuple(x.shape[1:])}, {tuple(x.shape)} or a shape broadcastable to them")
     if region_mask.device != x.device:
