@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import CancelledError
 
@@ -149,3 +150,39 @@ def test_cli_serve_rejects_bad_arguments():
         main(["serve", "--model", "no_such_file.pt"])
     with pytest.raises(SystemExit):
         main(["serve", "--setting", "novalue"])
+
+
+def test_service_arguments_are_checked():
+    from pathattr.serve import ExplanationService, ModelSpec
+
+    spec = ModelSpec("m", MLP(d_in=5, classes=4).eval(), (5,))
+    with pytest.raises(ValueError, match="torch_threads"):
+        ExplanationService(spec, torch_threads=0)
+    with pytest.raises(ValueError, match="timeout_ms"):
+        ExplanationService(spec, timeout_ms=-1)
+    with pytest.raises(ValueError, match="max_queue"):
+        ExplanationService(spec, max_batch=8, max_queue=4)
+    with pytest.raises(ValueError, match="name"):
+        ModelSpec("a/b", spec.model, (5,))
+    with pytest.raises(ValueError, match="input_shape"):
+        ModelSpec("m", spec.model, (5, 0))
+    with pytest.raises(TypeError, match="spec"):
+        ExplanationService("digits")
+
+
+def test_worker_warms_up_on_its_own_thread():
+    """auto_warmup runs on the batcher's worker (the one thread that runs the model)."""
+    from pathattr.serve import ExplanationService, ModelSpec
+
+    seen = []
+    net = MLP(d_in=5, classes=4).eval()
+    net.register_forward_hook(lambda *a: seen.append(threading.current_thread().name))
+    svc = ExplanationService(ModelSpec("m", net, (5,)), "ig", max_batch=4, torch_threads=1,
+                             explainer_kwargs={"n_steps": 4})
+    svc.start()
+    end = time.monotonic() + 30
+    while not svc.ready and time.monotonic() < end:
+        time.sleep(0.01)
+    assert svc.ready and svc.spec.num_classes == 4
+    svc.close()
+    assert seen and set(seen) == {"pathattr-batcher"}

@@ -48,6 +48,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--timeout-ms", type=float, default=30000.0, help="default per-request deadline (default 30000)")
     p.add_argument("--max-body-bytes", type=int, default=8 << 20, help="largest request body (default 8 MiB)")
     p.add_argument("--cuda-graphs", action="store_true", help="capture CUDA graphs at warm-up (CUDA only)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the worker (default: torch's)")
     p.add_argument("--log-level", default="info")
 
 
@@ -79,7 +80,8 @@ def run_serve(parser, args) -> int:
         spec = load_spec(args.model, args.input_shape, args.name, args.device)
         service = ExplanationService(spec, args.method, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                      max_queue=args.max_queue, timeout_ms=args.timeout_ms,
-                                     max_body_bytes=args.max_body_bytes, explainer_kwargs=settings)
+                                     max_body_bytes=args.max_body_bytes, torch_threads=args.threads,
+                                     explainer_kwargs=settings)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     run(build_app(service), host=args.host, port=args.port, log_level=args.log_level)

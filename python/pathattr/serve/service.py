@@ -27,12 +27,15 @@ class ExplanationService:
         max_body_bytes: largest request body (default 8 MiB).
         auto_warmup: warm up in a background thread when the app starts (default True);
             False: call `warmup()` yourself (/readyz answers 503 until then).
+        torch_threads: None (torch's default) or the intra-op threads of the worker (set on
+            the worker thread; for a small model on a few cores 1 can be faster, since the
+            event loop and the clients need the other cores).
         explainer_kwargs: passed to Explainer (method settings such as n_steps, backend...).
     """
 
     def __init__(self, spec: ModelSpec, method: str = "idg", *, max_batch: int = 32, max_wait_ms: float = 5.0,
                  max_queue: int = 1024, timeout_ms: float = 30_000.0, max_body_bytes: int = 8 << 20,
-                 auto_warmup: bool = True, explainer_kwargs: Optional[Dict[str, Any]] = None):
+                 auto_warmup: bool = True, torch_threads: Optional[int] = None, explainer_kwargs: Optional[Dict[str, Any]] = None):
         if not isinstance(spec, ModelSpec):
             raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
@@ -45,6 +48,10 @@ class ExplanationService:
                                       max_queue=max_queue, metrics=self.metrics)
         self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
         self.auto_warmup = bool(auto_warmup)
+        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                                          or torch_threads < 1):
+            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
+        self.torch_threads = torch_threads
         self.warmup_error: Optional[str] = None
         self._ready = threading.Event()
 
@@ -53,10 +60,15 @@ class ExplanationService:
         return self._ready.is_set()
 
     def start(self) -> None:
-        """Start the worker and, with auto_warmup, the warm-up thread."""
-        self.batcher.start()
+        """Start the worker; with auto_warmup it warms up first (on the worker thread, the
+        one thread that runs the model from then on)."""
+        self.batcher.start(on_start=self._on_worker_start)
+
+    def _on_worker_start(self) -> None:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
         if self.auto_warmup:
-            threading.Thread(target=self.warmup, name="pathattr-warmup", daemon=True).start()
+            self.warmup()
 
     def warmup(self) -> None:
         """Learn the number of classes, run the Explainer on the first and the largest
