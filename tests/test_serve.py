@@ -263,3 +263,37 @@ def test_graceful_shutdown_finishes_in_flight_requests(digits):
     assert got["r"].status_code == 200
     assert_close(_attr(got["r"].json()), _library(digits[:2]), rtol=1e-5, atol=1e-4)
     assert not svc.batcher._thread.is_alive()  # drained and stopped
+
+
+class _Fragile(torch.nn.Module):
+    """Fails on any input whose first feature is exactly 0.25 (a model bug, not bad input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        if (x[:, 0] == 0.25).any():
+            raise RuntimeError("model bug")
+        return self.lin(x)
+
+
+def test_a_failing_model_answers_json_and_the_worker_lives_on():
+    torch.manual_seed(0)
+    svc = ExplanationService(ModelSpec("m", _Fragile().eval(), (6,)), "ig", max_batch=4, max_wait_ms=30,
+                             explainer_kwargs={"n_steps": 8})
+    with ServerThread(build_app(svc)) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+        _wait_ready(client)
+        good = torch.rand(2, 6) + 0.5
+
+        async def fire():
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as ac:
+                return await asyncio.gather(ac.post("/explanations/m", json={"instances": [[0.25] + [0.0] * 5]}),
+                                            ac.post("/explanations/m", json={"instances": good.tolist()}))
+
+        bad, ok = asyncio.run(fire())
+        assert bad.status_code == 500 and "model bug" in bad.json()["error"]
+        assert ok.status_code == 200  # its batch-mate failed; it was retried alone
+        want = pa.Explainer(svc.spec.model, "ig", n_steps=8).attribute(good)
+        assert_close(_attr(ok.json()), want, rtol=1e-5, atol=1e-6)
+        assert client.post("/explanations/m", json={"instances": good[:1].tolist()}).status_code == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ from ..deadline import DeadlineExceeded
 from .batcher import BatcherClosed, QueueFull
 from .codec import BadRequest, decode_instances, encode_array, heatmap_png, parse_options, parse_targets
 from .metrics import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("pathattr.serve")
 
 _ARRAY = {"type": "object", "required": ["b64", "shape"], "properties": {
     "b64": {"type": "string", "description": "little-endian raw bytes, base64"},
@@ -115,6 +118,9 @@ def build_app(service) -> FastAPI:
             resp = _error(503, str(err))
         except ValueError as err:  # the library's own argument checks
             resp = _error(422, str(err))
+        except Exception as err:  # the model itself failed: still JSON, still counted; the worker lives on
+            log.exception("explain failed")
+            resp = _error(500, f"internal error: {type(err).__name__}: {err}")
         metrics.requests.labels(route, str(resp.status_code)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - start)
         return resp
