@@ -186,3 +186,23 @@ def test_worker_warms_up_on_its_own_thread():
     assert svc.ready and svc.spec.num_classes == 4
     svc.close()
     assert seen and set(seen) == {"pathattr-batcher"}
+
+
+def test_load_spec_reads_torchscript_and_module_attr(tmp_path):
+    from pathattr.serve import load_spec
+
+    net = MLP(d_in=5, classes=4).eval()
+    path = tmp_path / "mlp.pt"
+    torch.jit.script(net).save(str(path))
+    spec = load_spec(str(path), input_shape="5")
+    x = torch.randn(3, 5)
+    assert spec.name == "mlp" and spec.input_shape == (5,) and spec.dtype == torch.float32
+    assert_close(spec.model(x), net(x), rtol=1e-6, atol=1e-6)
+    spec = load_spec("testmodels:MLP", input_shape="12", name="m2")
+    assert spec.name == "m2" and isinstance(spec.model, MLP)
+    digits = load_spec()
+    assert digits.name == "digits" and digits.input_shape == (1, 8, 8) and digits.num_classes == 10
+    with pytest.raises(ValueError, match="input-shape"):
+        load_spec(str(path))
+    with pytest.raises(ValueError, match="input shape"):
+        load_spec(str(path), input_shape="5,a")
