@@ -1,9 +1,10 @@
 """Per-call deadlines for the Explainer: fail fast instead of queueing forever.
 
 A deadline is an absolute `time.monotonic()` value. A call waits for the Explainer's
-lock only until its deadline, and refuses to start when the fastest run ever seen
-for a batch of its size would already overshoot it (the lower bound is the minimum
-observed duration, so a refusal never rests on a guess that is too pessimistic).
+lock only until its deadline, and refuses to start when the fastest run seen for a
+batch of its size would already overshoot it. The first run of each size is not
+counted: it pays one-time costs (allocation, oneDNN kernel builds, CUDA graph
+capture) that would make the bound too pessimistic.
 """
 from __future__ import annotations
 
@@ -35,19 +36,24 @@ def resolve_deadline(deadline: Any = None, timeout: Any = None) -> Optional[floa
 
 
 class CallTimer:
-    """The fastest observed duration of a call per batch size (thread-safe)."""
+    """The fastest observed duration of a call per batch size, the first call of each
+    size left out (thread-safe)."""
 
     def __init__(self):
         self._best: Dict[int, float] = {}
+        self._seen: set = set()
         self._lock = threading.Lock()
 
     def record(self, batch: int, seconds: float) -> None:
         with self._lock:
+            if batch not in self._seen:  # a cold call: one-time costs, not a bound
+                self._seen.add(batch)
+                return
             old = self._best.get(batch)
             self._best[batch] = seconds if old is None else min(old, seconds)
 
     def lower_bound(self, batch: int) -> float:
-        """The fastest run seen for exactly `batch` inputs, in seconds (0.0 if never seen)."""
+        """The fastest warm run seen for exactly `batch` inputs, in seconds (0.0 if none yet)."""
         with self._lock:
             return self._best.get(batch, 0.0)
 

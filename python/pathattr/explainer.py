@@ -67,7 +67,7 @@ class Explainer:
         # serialised so they cannot overwrite each other's path points.
         self._lock = threading.Lock()
         self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
-        self._timer = CallTimer()  # fastest run per batch size: refuses calls that cannot meet their deadline
+        self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
 
     @property
     def method(self) -> str:
