@@ -11,6 +11,7 @@ from .api import (adversarial_gradient_integration, bshap, expected_gradients, g
                   local_path_integration)
 from .certainty import CertaintyModel, integrated_certainty_gradients
 from .explainer import Explainer
+from .deadline import DeadlineExceeded
 from .layer_attribution import layer_integrated_decision_gradients, layer_integrated_gradients, token_scores
 from .neurons import neuron_conductance, neuron_region_attribution, prune_and_measure
 from .refsets import DistributionBaseline, distribution_baseline
@@ -26,4 +27,5 @@ __all__ = [
     "CertaintyModel", "integrated_certainty_gradients",
     "layer_integrated_gradients", "layer_integrated_decision_gradients", "token_scores",
     "neuron_region_attribution", "neuron_conductance", "prune_and_measure",
+    "DeadlineExceeded",
 ]

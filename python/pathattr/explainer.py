@@ -5,14 +5,19 @@ live side by side in one process (no global state).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional
 
 import torch
 
 from . import methods
+from .deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine import PathEngine
 from .methods import distribution
+from ._validation import check_positive_int
 from .refsets import DistributionBaseline
+
+__all__ = ["Explainer", "DeadlineExceeded"]
 
 
 class Explainer:
@@ -36,6 +41,9 @@ class Explainer:
             outputs and no extra forward args only; anything else, or a model that
             cannot be captured, runs eagerly (with one warning). Use `warmup` to capture
             before the first request.
+        max_batch: None (no limit) or the largest number of inputs one `attribute` call
+            accepts; larger calls raise ValueError (bounds a call's memory and latency;
+            `pathattr.serve` batches requests up to it).
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
             rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
@@ -44,7 +52,7 @@ class Explainer:
     def __init__(self, model, method: str = "idg", *, output="logit", internal_batch_size: Optional[int] = None,
                  probe_batch_size: Optional[int] = None, autocast: Optional[torch.dtype] = None,
                  backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None, cuda_graphs: bool = False,
-                 **method_settings: Any):
+                 max_batch: Optional[int] = None, **method_settings: Any):
         self._method = methods.get(method)
         self.settings = self._method.settings(**method_settings)
         self.engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size,
@@ -59,6 +67,8 @@ class Explainer:
         # The engine reuses one interpolation buffer: calls from several threads are
         # serialised so they cannot overwrite each other's path points.
         self._lock = threading.Lock()
+        self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
+        self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
 
     @property
     def method(self) -> str:
@@ -70,7 +80,8 @@ class Explainer:
 
     def attribute(self, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
                   additional_forward_args: Any = None, return_convergence_delta: bool = False,
-                  return_details: bool = False):
+                  return_details: bool = False, *, deadline: Optional[float] = None,
+                  timeout: Optional[float] = None):
         """Attribute F (the `output` of class `target`) of every input to its features.
 
         Args:
@@ -83,13 +94,30 @@ class Explainer:
             return_convergence_delta: also return delta (B,) (see AttributionResult.delta).
             return_details: return an AttributionResult with the alphas, weights, probe
                 curve, importance factors, targets and delta.
+            deadline: None, or a `time.monotonic()` value by which the call must have started
+                and be able to finish; timeout: the same in seconds from now. A call that waits
+                for the lock past it, or whose batch size has never run in the time left,
+                raises `pathattr.DeadlineExceeded` without computing anything (a call already
+                running is not interrupted).
 
         Returns:
             attributions (B, *shape) in the inputs' dtype; (attributions, delta) when
             return_convergence_delta; an AttributionResult when return_details.
         """
-        with self._lock:
+        limit = resolve_deadline(deadline, timeout)
+        rows = inputs.shape[0] if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else None
+        if self.max_batch is not None and rows is not None and rows > self.max_batch:
+            raise ValueError(f"inputs has {rows} rows but this Explainer's max_batch is {self.max_batch}")
+        acquire_before(self._lock, limit)
+        try:
+            if rows is not None:
+                check_can_finish(limit, self._timer, rows)
+            start = time.perf_counter()
             res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+            if rows is not None:
+                self._timer.record(rows, time.perf_counter() - start)
+        finally:
+            self._lock.release()
         if return_details:
             return res
         if return_convergence_delta:
@@ -102,6 +130,9 @@ class Explainer:
         allocated, cuDNN has chosen its algorithms and, with cuda_graphs, the passes of that
         shape are captured before the first real request. Returns self."""
         from ._validation import first_tensor
+
+        if self.max_batch is not None and batch_size > self.max_batch:
+            raise ValueError(f"batch_size ({batch_size}) must be <= max_batch ({self.max_batch})")
 
         ref = first_tensor(self.model)
         dev = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))

@@ -1,0 +1,230 @@
+"""Dynamic batching: one worker thread owns the Explainer and attributes together the
+requests that arrive within `max_wait_ms` of the first one, up to `max_batch` rows,
+then routes each request's rows back to its own future.
+
+Requests are concurrent.futures.Future objects, so both threads and asyncio
+(`asyncio.wrap_future`) can wait on them. A request cancelled by its caller, or past its
+deadline, is dropped before the call. If a merged call fails, its requests are retried
+one by one so that one bad request cannot fail the others; the worker never dies.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Deque, List, Optional, Sequence
+
+import torch
+
+from ..deadline import CallTimer, DeadlineExceeded
+
+
+class QueueFull(RuntimeError):
+    """The batcher holds `max_queue` rows already; try again later."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and accepts no new requests."""
+
+
+class _Request:
+    __slots__ = ("inputs", "targets", "deadline", "future")
+
+    def __init__(self, inputs, targets, deadline):
+        self.inputs, self.targets, self.deadline, self.future = inputs, targets, deadline, Future()
+
+
+class DynamicBatcher:
+    """Merge concurrent requests into Explainer calls.
+
+    Args:
+        explainer: a pathattr.Explainer; the batcher's worker thread is its only caller
+            once started (a warm-up before `start` is fine).
+        max_batch: most rows in one call (>= 1).
+        max_wait_ms: how long the worker waits after a request arrives for more to join
+            (0: take only what is already queued).
+        max_queue: most rows waiting; `submit` raises QueueFull beyond it.
+        metrics: a ServiceMetrics (optional).
+
+    The result of each request's future is (attributions (n, *shape), targets (n,) int64).
+    """
+
+    def __init__(self, explainer, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 1024, metrics=None):
+        if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not isinstance(max_wait_ms, (int, float)) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms < 60_000:
+            raise ValueError(f"max_wait_ms must be a number in [0, 60000), got {max_wait_ms!r}")
+        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < max_batch:
+            raise ValueError(f"max_queue must be an int >= max_batch ({max_batch}), got {max_queue!r}")
+        self.explainer, self.max_batch, self.max_wait = explainer, max_batch, max_wait_ms / 1e3
+        self.max_queue, self.metrics = max_queue, metrics
+        self._queue: Deque[_Request] = collections.deque()
+        self._rows = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._timer = CallTimer()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- the callers' side -------------------------------------------------------------
+    def start(self, on_start: Optional[Callable[[], None]] = None) -> "DynamicBatcher":
+        """Start the worker; it first runs `on_start` (e.g. the warm-up): keeping every
+        torch call on one thread matters on CPU, where each calling thread gets its own
+        OpenMP team and two teams fight over the cores (calls from a second thread ran
+        2x slower on a 2-core machine)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, args=(on_start,), name="pathattr-batcher",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def submit(self, inputs: torch.Tensor, targets: Sequence[Optional[int]], deadline: Optional[float] = None) -> Future:
+        """Queue (n, *shape) inputs with n targets (None: argmax). Returns a Future."""
+        n = inputs.shape[0]
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"inputs must have between 1 and max_batch ({self.max_batch}) rows, got {n}")
+        if len(targets) != n:
+            raise ValueError(f"targets has {len(targets)} entries for {n} rows")
+        req = _Request(inputs, list(targets), deadline)
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the service is shutting down")
+            if self._rows + n > self.max_queue:
+                raise QueueFull(f"{self._rows} instances are already queued (max_queue={self.max_queue})")
+            self._queue.append(req)
+            self._rows += n
+            self._gauge()
+            self._cond.notify()
+        return req.future
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Refuse new requests, finish every queued one, stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def queued_rows(self) -> int:
+        return self._rows
+
+    # -- the worker --------------------------------------------------------------------
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self._rows)
+
+    def _take(self) -> Optional[List[_Request]]:
+        """Block for the next batch; None once closed and drained."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            batch = [self._queue.popleft()]
+            rows = batch[0].inputs.shape[0]
+            until = time.monotonic() + self.max_wait
+            while rows < self.max_batch:
+                if self._queue:
+                    if rows + self._queue[0].inputs.shape[0] > self.max_batch:
+                        break
+                    req = self._queue.popleft()
+                    batch.append(req)
+                    rows += req.inputs.shape[0]
+                    continue
+                left = until - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._cond.wait(left)
+            self._rows -= rows
+            self._gauge()
+            return batch
+
+    def _loop(self, on_start=None) -> None:
+        if on_start is not None:
+            on_start()
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._serve(batch)
+            except BaseException as err:  # never let the worker die: fail what is left
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(err)
+
+    def _serve(self, batch: List[_Request]) -> None:
+        live = []
+        now = time.monotonic()
+        for req in batch:
+            if not req.future.set_running_or_notify_cancel():
+                continue  # the caller gave up
+            if req.deadline is not None and req.deadline <= now:
+                self._expire(req, "deadline exceeded while queued")
+            else:
+                live.append(req)
+        rows = sum(r.inputs.shape[0] for r in live)
+        need = self._timer.lower_bound(rows)
+        ok = []
+        for req in live:  # a request whose deadline falls before the fastest call of this size would end
+            if req.deadline is not None and req.deadline - now < need:
+                self._expire(req, f"deadline exceeded: a batch of {rows} never took less than {need * 1e3:.1f} ms")
+            else:
+                ok.append(req)
+        if not ok:
+            return
+        try:
+            results = self._attribute(ok)
+        except Exception:
+            if len(ok) == 1:
+                raise
+            for req in ok:  # isolate the failing request(s)
+                try:
+                    (res,) = self._attribute([req])
+                    req.future.set_result(res)
+                except Exception as err:
+                    req.future.set_exception(err)
+            return
+        for req, res in zip(ok, results):
+            req.future.set_result(res)
+
+    def _expire(self, req: _Request, why: str) -> None:
+        if self.metrics is not None:
+            self.metrics.deadline_exceeded.inc()
+        req.future.set_exception(DeadlineExceeded(why))
+
+    def _attribute(self, reqs: List[_Request]):
+        ex = self.explainer
+        x = torch.cat([r.inputs for r in reqs])
+        targets = [t for r in reqs for t in r.targets]
+        dev = _device(ex.model)
+        x = x.to(dev)
+        if all(t is None for t in targets):
+            tgt = None
+        else:
+            if any(t is None for t in targets):  # the argmax the library would take, for those rows
+                with torch.no_grad():
+                    top = ex.model(x).argmax(1).tolist()
+                targets = [top[i] if t is None else t for i, t in enumerate(targets)]
+            tgt = torch.tensor(targets, dtype=torch.long, device=dev)
+        start = time.perf_counter()
+        res = ex.attribute(x, target=tgt, return_details=True)
+        took = time.perf_counter() - start
+        self._timer.record(x.shape[0], took)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(x.shape[0])
+            self.metrics.batch_requests.observe(len(reqs))
+            self.metrics.compute.observe(took)
+        attr = res.attributions.detach().cpu()
+        tout = res.target.detach().cpu()
+        sizes = [r.inputs.shape[0] for r in reqs]
+        return list(zip(torch.split(attr, sizes), torch.split(tout, sizes)))
+
+
+def _device(model) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for t in model.parameters():
+            return t.device
+    return torch.device("cpu")

@@ -1,0 +1,95 @@
+"""An ExplanationService ties a ModelSpec, its Explainer, the DynamicBatcher, the
+metrics and the readiness flag together; `build_app` puts HTTP in front of it."""
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..explainer import Explainer
+from .batcher import DynamicBatcher
+from .metrics import ServiceMetrics
+from .spec import ModelSpec
+
+
+class ExplanationService:
+    """Serve one model with one method.
+
+    Args:
+        spec: the ModelSpec (model, name, input shape, dtype, classes).
+        method: a method of `pathattr.methods.REGISTRY` (default "idg").
+        max_batch: most instances attributed in one call, and per request (default 32).
+        max_wait_ms: how long a request waits for others to join its batch (default 5).
+        max_queue: most instances waiting before requests get 503 (default 1024).
+        timeout_ms: default per-request deadline (default 30000).
+        max_body_bytes: largest request body (default 8 MiB).
+        auto_warmup: warm up in a background thread when the app starts (default True);
+            False: call `warmup()` yourself (/readyz answers 503 until then).
+        torch_threads: None (torch's default) or the intra-op threads of the worker (set on
+            the worker thread; for a small model on a few cores 1 can be faster, since the
+            event loop and the clients need the other cores).
+        explainer_kwargs: passed to Explainer (method settings such as n_steps, backend...).
+    """
+
+    def __init__(self, spec: ModelSpec, method: str = "idg", *, max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_queue: int = 1024, timeout_ms: float = 30_000.0, max_body_bytes: int = 8 << 20,
+                 auto_warmup: bool = True, torch_threads: Optional[int] = None, explainer_kwargs: Optional[Dict[str, Any]] = None):
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        self.spec = spec
+        self.explainer = Explainer(spec.model, method, max_batch=max_batch, **(explainer_kwargs or {}))
+        self.metrics = ServiceMetrics()
+        self.batcher = DynamicBatcher(self.explainer, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                      max_queue=max_queue, metrics=self.metrics)
+        self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
+        self.auto_warmup = bool(auto_warmup)
+        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                                          or torch_threads < 1):
+            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
+        self.torch_threads = torch_threads
+        self.warmup_error: Optional[str] = None
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        """Start the worker; with auto_warmup it warms up first (on the worker thread, the
+        one thread that runs the model from then on)."""
+        self.batcher.start(on_start=self._on_worker_start)
+
+    def _on_worker_start(self) -> None:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        if self.auto_warmup:
+            self.warmup()
+
+    def warmup(self) -> None:
+        """Learn the number of classes, run the Explainer on the first and the largest
+        batch shape, then mark the service ready (a failure is shown on /readyz)."""
+        try:
+            spec = self.spec
+            x = torch.zeros((1,) + spec.input_shape, dtype=spec.dtype, device=spec.device)
+            with torch.no_grad():
+                out = self.explainer.model(x)
+            if spec.num_classes is None and isinstance(out, torch.Tensor) and out.dim() == 2:
+                spec.num_classes = int(out.shape[1])
+            for b in sorted({1, self.max_batch}):
+                self.explainer.warmup(spec.input_shape, batch_size=b, dtype=spec.dtype, device=spec.device)
+        except Exception as err:  # keep serving /healthz and say why on /readyz
+            self.warmup_error = "".join(traceback.format_exception_only(type(err), err)).strip()
+            return
+        self._ready.set()
+        self.metrics.ready.set(1)
+
+    def close(self) -> None:
+        """Finish every queued request and stop the worker."""
+        self._ready.clear()
+        self.metrics.ready.set(0)
+        self.batcher.close()
