@@ -22,6 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pathattr attribute --method idg --steps 50 --out demo_out/run
 	$(VENV)/bin/pathattr report demo_out/run
+	$(VENV)/bin/pathattr demo --out demo_out/pictures --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q
