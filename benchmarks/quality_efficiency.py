@@ -214,7 +214,7 @@ def geomean(entries: Sequence[Dict]) -> float:
 
 # ------------------------------------------------------------------- one model
 def study_model(scn, grid: Sequence[int] = GRID, candidates: Sequence[Candidate] = (), ref_points: int = REF_POINTS,
-                progress=None, dtype: torch.dtype = torch.float64) -> Dict:
+                progress=None, dtype: torch.dtype = torch.float64, candidate_max: Optional[int] = None) -> Dict:
     """Errors against M for every schedule on one Scenario; the model runs in `dtype`,
     sums in float64.
 
@@ -252,7 +252,7 @@ def study_model(scn, grid: Sequence[int] = GRID, candidates: Sequence[Candidate]
             _, idg = fold(engine, batch, a, w)
             record(f"IDG {which}", M, relative_error(idg, ref_idg), probes)
         for cand in candidates:
-            if cand is OURS or not cand.feasible(M):
+            if cand is OURS or not cand.feasible(M) or (candidate_max is not None and M > candidate_max):
                 continue
             a, w = candidate_schedule(engine, batch, M, cand)
             _, idg = fold(engine, batch, a, w)
