@@ -292,7 +292,7 @@ def render(out) -> Path:
     return write_quality_report(out)
 
 
-def run(out: bool = False, images: Optional[int] = None, eff_inputs: Optional[int] = None,
+def run(out, quick: bool = False, images: Optional[int] = None, eff_inputs: Optional[int] = None,
         table: bool = True, efficiency: bool = True, candidates: bool = True, quiet: bool = False) -> int:
     from tqdm import tqdm
 
