@@ -199,6 +199,10 @@ def _evals_cell(e: Dict) -> str:
     return f"{M}" + (f" (+{e['probe_forwards']})" if e["probe_forwards"] else "")
 
 
+def _md(name: str) -> str:
+    return name.replace("|", "\\|")
+
+
 def efficiency_markdown(eff: Dict, keys: Optional[Sequence[str]] = None) -> str:
     names = [m["name"] for m in eff["models"]]
     table = eff["table"]
@@ -213,15 +217,15 @@ def efficiency_markdown(eff: Dict, keys: Optional[Sequence[str]] = None) -> str:
         for k in keys:
             row = table[k]
             cells = [_evals_cell(row["models"][n][t]) if n in row["models"] else "—" for n in names]
-            out.append(f"| {k} | " + " | ".join(cells) + f" | {row['geomean'][t]:.0f} |")
+            out.append(f"| {_md(k)} | " + " | ".join(cells) + f" | {row['geomean'][t]:.0f} |")
         out.append("")
     if eff.get("verdicts"):
-        out.append("### Candidates against ours (evaluations to 1 %; kept if geometric mean ≤ 0.8× ours "
+        out.append(f"### Candidates against ours{' (fresh inputs)' if 'offset' in eff else ''} (evaluations to 1 %; kept if geometric mean ≤ 0.8× ours "
                    "and no model > 1.5× ours)\n")
         out.append("| candidate | geometric mean | ratio to ours | worst model (ratio) | kept |")
         out.append("|---|---|---|---|---|")
         for v in eff["verdicts"]:
-            out.append(f"| {v['candidate']} | {v['geomean']:.0f} | {v['geomean_ratio']:.2f} | "
+            out.append(f"| {_md(v['candidate'])} | {v['geomean']:.0f} | {v['geomean_ratio']:.2f} | "
                        f"{v['worst_model']} ({v['worst_model_ratio']:.2f}) | {'yes' if v['kept'] else 'no'} |")
         out.append("")
     return "\n".join(out)
@@ -268,13 +272,47 @@ def main(argv=None) -> int:
     ap.add_argument("--no-candidates", action="store_true", help="skip part 3 (candidate schedules)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--render", action="store_true", help="only rewrite quality.md, plots and report.html from quality.json")
+    ap.add_argument("--confirm", nargs="+", metavar="CANDIDATE", default=None,
+                    help="re-measure these candidates against ours on fresh inputs (after a full run)")
     args = ap.parse_args(argv)
+    if args.confirm:
+        confirm(args.out, args.confirm, quiet=args.quiet)
+        args.render = True
     if args.render:
         print(render(args.out))
         return 0
     return run(args.out, quick=args.quick, images=args.images, eff_inputs=args.eff_inputs,
                table=not args.skip_table, efficiency=not args.skip_efficiency,
                candidates=not args.no_candidates, quiet=args.quiet)
+
+
+def confirm(out, names: Sequence[str], n_inputs: int = 8, offset: int = 64, quiet: bool = False) -> Dict:
+    """Re-measure ours against the named candidates on fresh inputs (offset..), every model
+    to M = 512/1024 for every schedule, and store it as quality.json["confirmation"]."""
+    from tqdm import tqdm
+
+    cands = [c for c in qe.CANDIDATES if c.name in names]
+    models = ["digits", "burnt_snacks", "icg_path", "local_minimum", *qd.SYNTHETIC]
+    bar = tqdm(total=len(models) * 9, desc="confirmation", disable=quiet)
+    res = []
+    t0 = time.perf_counter()
+    for name in models:
+        cnn = name in CNN_PATHS
+        n = max(2, n_inputs // 4) if cnn else n_inputs
+        scn = qd.fresh(name, n, offset if name not in qd.SYNTHETIC else 1)
+        g = [M for M in qe.GRID if M <= 512] if cnn else qe.GRID
+        dtype = torch.float32 if cnn or name == "digits" else torch.float64
+        res.append(qe.study_model(scn, g, cands, progress=bar, dtype=dtype, rules=(), paper=False))
+    bar.close()
+    table = qe.summarise(res)
+    conf = {"models": res, "table": table, "verdicts": qe.judge(table, [m["name"] for m in res]),
+            "offset": offset, "seconds": time.perf_counter() - t0, "grid": list(qe.GRID),
+            "reference_points": qe.REF_POINTS}
+    p = Path(out) / "quality.json"
+    doc = json.loads(p.read_text())
+    doc["confirmation"] = _strip(conf)
+    p.write_text(json.dumps(doc, indent=1))
+    return conf
 
 
 def render(out) -> Path:
@@ -288,6 +326,9 @@ def render(out) -> Path:
     if doc.get("table"):
         md += ["## Headline (mean ± half the 95 % bootstrap interval; best in bold)", "", headline_markdown(doc), ""]
     md.append(markdown_tables(doc.get("table") or {}, doc.get("efficiency")))
+    if doc.get("confirmation"):
+        md += ["## Confirmation on fresh inputs (candidates that passed above, against ours)", "",
+               efficiency_markdown(doc["confirmation"], keys=list(doc["confirmation"]["table"]))]
     (out / "quality.md").write_text("\n".join(md))
     return write_quality_report(out)
 

@@ -177,3 +177,17 @@ def certainty_path(n: int) -> Scenario:
 
 
 Loader = Callable[[int], Scenario]
+
+
+def fresh(name: str, n: int, offset: int) -> Scenario:
+    """Inputs offset..offset+n-1 of a study model (the confirmation run: inputs not used to
+    pick a candidate); synthetic paths get a new seed, the ICG path the next images."""
+    if name in SYNTHETIC:
+        return synthetic(name, n, seed=offset)
+    scn = certainty_path(offset + n) if name == "icg_path" else load(name, offset + n)
+    scn.inputs, scn.target = scn.inputs[offset:], scn.target[offset:]
+    if scn.baseline.shape[0] > 1:
+        scn.baseline = scn.baseline[offset:]
+    if scn.masks is not None:
+        scn.masks = scn.masks[offset:]
+    return scn

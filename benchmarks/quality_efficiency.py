@@ -214,7 +214,8 @@ def geomean(entries: Sequence[Dict]) -> float:
 
 # ------------------------------------------------------------------- one model
 def study_model(scn, grid: Sequence[int] = GRID, candidates: Sequence[Candidate] = (), ref_points: int = REF_POINTS,
-                progress=None, dtype: torch.dtype = torch.float64, candidate_max: Optional[int] = None) -> Dict:
+                progress=None, dtype: torch.dtype = torch.float64, candidate_max: Optional[int] = None,
+                rules: Sequence[str] = RULES, paper: bool = True) -> Dict:
     """Errors against M for every schedule on one Scenario; the model runs in `dtype`,
     sums in float64.
 
@@ -242,12 +243,12 @@ def study_model(scn, grid: Sequence[int] = GRID, candidates: Sequence[Candidate]
         c["probes"].append(probes)
 
     for M in grid:
-        for rule in RULES:
+        for rule in rules:
             a, w = schedules.quadrature(rule, M)
             ig, idg = fold(engine, batch, torch.from_numpy(np.tile(a, (B, 1))), torch.from_numpy(np.tile(w, (B, 1))))
             record(f"IG {rule}", M, relative_error(ig, ref_ig), 0)
             record(f"IDG {rule}", M, relative_error(idg, ref_idg), 0)
-        for which in ("paper", "ours"):
+        for which in ("paper", "ours") if paper else ("ours",):
             a, w, probes = library_schedule(engine, batch, M, which)
             _, idg = fold(engine, batch, a, w)
             record(f"IDG {which}", M, relative_error(idg, ref_idg), probes)

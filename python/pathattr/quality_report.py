@@ -154,6 +154,11 @@ def write_quality_report(results_dir: PathLike) -> Path:
         body += [f"<figure><img src='{_e(p)}' alt='{_e(p)}'><figcaption>{_e(p[11:-4])}</figcaption></figure>"
                  for p in curves]
         body.append("</div>")
+    conf = doc.get("confirmation")
+    if conf:
+        body.append("<h2>Confirmation on fresh inputs</h2><p>The candidates that passed the rule above, "
+                    "against ours, on inputs not used to pick them.</p>")
+        body += _efficiency_tables(conf)
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>pathattr quality study</title>"
             f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
     out = d / "report.html"
