@@ -8,7 +8,7 @@ data) for Expected Gradients and LPI. Held-out data are never trained on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -175,8 +175,6 @@ def certainty_path(n: int) -> Scenario:
     return Scenario("icg_path", "certainty CNN, ICG path c: 0 → 1", net, z, z0,
                     torch.ones(n, dtype=torch.int64), z, masks)
 
-
-Loader = Callable[[int], Scenario]
 
 
 def fresh(name: str, n: int, offset: int) -> Scenario:

@@ -19,7 +19,7 @@ spends the 50:
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -51,7 +51,7 @@ def budget_note(classes: int) -> Dict[str, str]:
     }
 
 
-def make_runners(scn, seed: int = 0, lpi_neighbourhoods: int = None) -> Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+def make_runners(scn, seed: int = 0, lpi_neighbourhoods: Optional[int] = None) -> Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """{method: f(x, target) -> attributions} for a Scenario, each at the study's budget.
 
     The LPI bank is built once here from scn.references (C = number of classes, at most 10).

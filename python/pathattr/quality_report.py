@@ -139,7 +139,7 @@ def write_quality_report(results_dir: PathLike) -> Path:
         body += _metric_tables(doc)
     examples = [p for p in plots if p.startswith("examples-")]
     if examples:
-        body.append("<h2>Example attribution maps</h2><div class='plots'>")
+        body.append("<h2>Example attribution maps</h2><div>")
         body += [f"<figure><img src='{_e(p)}' alt='{_e(p)}'><figcaption>{_e(p[9:-4])}: input, then one column per "
                  f"method (|attribution|)</figcaption></figure>" for p in examples]
         body.append("</div>")
