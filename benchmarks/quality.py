@@ -131,7 +131,8 @@ def run_table(scenarios: Sequence[str], n_images: int, methods: Sequence[str], p
     return results, example_maps
 
 
-def run_efficiency(models: Sequence[str], n_inputs: int, grid, candidates, progress=None) -> Dict:
+def run_efficiency(models: Sequence[str], n_inputs: int, grid, candidates, progress=None,
+                   ref_points: int = qe.REF_POINTS) -> Dict:
     """Part 2: curves per model, the evaluations table and the candidates' verdicts."""
     out = []
     for name in models:
@@ -143,18 +144,19 @@ def run_efficiency(models: Sequence[str], n_inputs: int, grid, candidates, progr
             # gradients/s on this shared CPU, and the 8,000-point reference alone costs 14 s
             dtype, g, n = torch.float32, [M for M in grid if M <= 512], max(2, n_inputs // 4)
             scn = qd.certainty_path(n) if name == "icg_path" else qd.load(name, n)
-            out.append(qe.study_model(scn, g, candidates, progress=progress, dtype=dtype, candidate_max=256))
+            out.append(qe.study_model(scn, g, candidates, progress=progress, dtype=dtype, candidate_max=256,
+                                      ref_points=ref_points))
             continue
         else:
             dtype = torch.float32 if name == "digits" else torch.float64
             scn = qd.load(name, n)
-        out.append(qe.study_model(scn, g, candidates, progress=progress, dtype=dtype))
+        out.append(qe.study_model(scn, g, candidates, progress=progress, dtype=dtype, ref_points=ref_points))
     table = qe.summarise(out)
     names = [m["name"] for m in out]
     verdicts = qe.judge(table, names) if candidates else []
     return {"models": out, "table": table, "verdicts": verdicts, "grid": list(grid),
             "candidates": qe.candidates_as_dicts(candidates), "censored_as": f"{qe.CENSORED} x the largest M tried",
-            "reference_points": qe.REF_POINTS}
+            "reference_points": ref_points}
 
 
 # ----------------------------------------------------------------- writing out
@@ -263,7 +265,7 @@ def _strip(obj):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 2 methods, 4 images, digits, a short grid")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2 methods, 4 images, digits, a short grid, a 2,000-point reference")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT})")
     ap.add_argument("--images", type=int, default=None, help="images per scenario (default 64; quick 4)")
     ap.add_argument("--eff-inputs", type=int, default=None, help="inputs per model in the efficiency study (default 8)")
@@ -358,7 +360,7 @@ def run(out, quick: bool = False, images: Optional[int] = None, eff_inputs: Opti
     if table:
         tab, maps = run_table(scenarios, n_img, methods, progress=bar)
     if efficiency:
-        eff = run_efficiency(eff_models, n_eff, grid, cands, progress=bar)
+        eff = run_efficiency(eff_models, n_eff, grid, cands, progress=bar, ref_points=2000 if quick else qe.REF_POINTS)
     bar.close()
     seconds = time.perf_counter() - t0
     plots = write_plots(out, eff, maps)
