@@ -18,9 +18,16 @@ def main(argv=None) -> int:
     job_cli.add_attribute_parser(sub)
     job_cli.add_report_parser(sub)
     add_serve_parser(sub)
+    bench = sub.add_parser("bench", help="run a study from the repository's benchmarks/ (needs a source checkout)")
+    bench.add_argument("study", choices=["quality"], help="quality: every method on every metric, and IDG's sampling efficiency")
+    bench.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
+    bench.add_argument("--out", default=None, help="output folder (default benchmarks/results/quality/)")
+    bench.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(parser, args)
+    if args.command == "bench":
+        return _bench(parser, args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -94,6 +101,24 @@ def run_serve(parser, args) -> int:
         parser.error(str(err))
     run(build_app(service), host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _bench(parser, args) -> int:
+    """`pathattr bench quality`: benchmarks/ is not installed, so find it next to the source tree."""
+    from pathlib import Path
+
+    try:
+        from benchmarks import quality
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "benchmarks" / "quality.py").is_file():
+            parser.error("bench needs a source checkout of pathattr (benchmarks/quality.py was not found)")
+        sys.path.insert(0, str(root))
+        from benchmarks import quality
+    argv = ["--quick"] if args.quick else []
+    argv += ["--out", args.out] if args.out else []
+    argv += ["--quiet"] if args.quiet else []
+    return quality.main(argv)
 
 
 if __name__ == "__main__":
