@@ -159,6 +159,7 @@ def test_changed_reference_file_is_refused_and_the_same_file_resumes(tmp_path, r
     (dict(method="expected_gradients", references="REFS", baseline=0.5), "leave --baseline out"),
     (dict(method="expected_gradients", references="REFS", method_settings={"references": "x"}),
      "with --references FILE, not --set references"),
+    (dict(method="ig", references="REFS", method_settings={"n_baselines": 2}), "with --n-baselines K, not --set"),
     (dict(method="expected_gradients", references="MISSING"), "references file not found"),
     (dict(method="expected_gradients", references="WRONG"), r"have shape \(5, 1, 4, 8\); expected \(R, 1, 8, 8\)"),
     (dict(method="expected_gradients", references="NPZ:nope"), "has no array 'nope'"),

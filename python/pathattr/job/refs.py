@@ -55,9 +55,10 @@ def baseline_kind(method: str, cfg) -> str:
     if kind != "constant" and float(cfg.baseline) != 0.0:
         raise JobError(f"--baseline is a constant baseline; method {method!r} with --references/--bank starts "
                        f"its paths from the references instead (leave --baseline out)")
-    for key, option in (("references", "--references"), ("baselines", "--references"), ("bank", "--bank")):
+    for key, option in (("references", "--references FILE"), ("baselines", "--references FILE"),
+                        ("bank", "--bank FILE"), ("n_baselines", "--n-baselines K")):
         if key in cfg.method_settings:
-            raise JobError(f"give the {key} with {option} FILE, not --set {key}=...")
+            raise JobError(f"give {key} with {option}, not --set {key}=...")
     return kind
 
 
