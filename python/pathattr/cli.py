@@ -17,6 +17,7 @@ def main(argv=None) -> int:
 
     job_cli.add_attribute_parser(sub)
     job_cli.add_report_parser(sub)
+    job_cli.add_bank_parser(sub)
     add_serve_parser(sub)
     bench = sub.add_parser("bench", help="run a study from the repository's benchmarks/ (needs a source checkout)")
     bench.add_argument("study", choices=["quality"], help="quality: every method on every metric, and IDG's sampling efficiency")
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
         return job_cli.run_attribute(args, parser)
     if args.command == "report":
         return job_cli.run_report(args, parser)
+    if args.command == "lpi-bank":
+        return job_cli.run_bank(args, parser)
     return 0
 
 

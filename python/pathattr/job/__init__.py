@@ -6,6 +6,8 @@
     dist      torchrun / torch.distributed set-up and deterministic chunk sharding
     progress  per-rank tqdm bars, JSON log lines, the summary line
     runner    the loop: DataLoader -> Explainer -> one store chunk at a time
+    refs      --references / --bank / --n-baselines: files the paths start from, in the identity by SHA-256
+    bank      `pathattr lpi-bank`: build LPI's reference bank for a job's model
     report    `pathattr report RUN_DIR`: an HTML page
 """
 from .config import JobConfig, JobError

@@ -56,6 +56,12 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--log-json", action="store_true", help="structured JSON log lines on stdout")
+    p.add_argument("--references", default=None, metavar="FILE",
+                   help="reference samples (R, *item_shape) in the model's input space (.npy, .npz, FILE.npz:key, "
+                        ".pt): expected_gradients' reference set (required), or for ig/idg a distribution baseline")
+    p.add_argument("--n-baselines", type=int, default=None, metavar="K",
+                   help="ig/idg with --references: K references drawn per item (default: all R, exact mean)")
+    p.add_argument("--bank", default=None, metavar="FILE", help="LPI reference bank (`pathattr lpi-bank`); lpi needs it")
     return p
 
 
@@ -73,7 +79,8 @@ def run_attribute(args, parser) -> int:
                     limit=args.limit, batch_size=args.batch_size, chunk_size=args.chunk_size,
                     internal_batch_size=args.internal_batch_size, dtype=args.dtype, store_dtype=args.store_dtype,
                     target=args.target, baseline=args.baseline, output=args.output, device=args.device,
-                    workers=args.workers, strict=args.strict, quiet=args.quiet, log_json=args.log_json)
+                    workers=args.workers, strict=args.strict, quiet=args.quiet, log_json=args.log_json,
+                    references=args.references, bank=args.bank, n_baselines=args.n_baselines)
     from .runner import run_job
 
     try:
@@ -93,4 +100,40 @@ def run_report(args, parser) -> int:
         print(f"pathattr report: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    return 0
+
+
+def add_bank_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("lpi-bank", help="build an LPI reference bank for `pathattr attribute --method lpi --bank`",
+                       description="Cluster the model's logits on a data set into C neighbourhoods of m references "
+                                   "each (Local Path Integration's bank) and save it.")
+    p.add_argument("--out", required=True, help="bank file to write (.pt)")
+    p.add_argument("--model", default=None, help="module:factory or a TorchScript file (default: bundled DigitsCNN)")
+    p.add_argument("--checkpoint", default=None, help="state dict for a module:factory model")
+    p.add_argument("--data", default=None, help="image folder, .npy/.npz or module:factory Dataset "
+                                                 "(default: bundled digits, TRAINING split)")
+    p.add_argument("--preprocess", default=None, help="JSON file: mode, resize, scale, mean, std")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items")
+    p.add_argument("--neighbourhoods", type=int, default=7, metavar="C", help="k-means neighbourhoods (default 7)")
+    p.add_argument("--references", type=int, default=20, metavar="M", help="references per neighbourhood (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="k-means random_state (default 0)")
+    p.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
+    p.add_argument("--batch-size", type=int, default=256, help="items per forward pass (default 256)")
+    p.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
+    return p
+
+
+def run_bank(args, parser) -> int:
+    from .bank import build_bank_file
+
+    try:
+        info = build_bank_file(args.out, model=args.model, checkpoint=args.checkpoint, data=args.data,
+                               preprocess=args.preprocess, n_neighbourhoods=args.neighbourhoods,
+                               n_references=args.references, seed=args.seed, n_init=args.n_init,
+                               batch_size=args.batch_size, limit=args.limit, strict=args.strict)
+    except (JobError, ValueError, TypeError) as exc:
+        print(f"pathattr lpi-bank: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['out']}: {info['n_neighbourhoods']} neighbourhoods x {info['n_references']} references "
+          f"from {info['n_samples']} samples (model {info['fingerprint'][:12]}...)")
     return 0

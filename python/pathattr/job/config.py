@@ -53,6 +53,12 @@ class JobConfig:
     workers: DataLoader worker processes (default 0).
     strict: stop at an unreadable image instead of skipping and listing it.
     quiet: no progress bar and no summary line; log_json: JSON lines on stdout.
+    references: None, or a file of reference samples (R, *item_shape) in the model's input
+        space (.npy, .npz (first array, or "FILE.npz:key"), .pt tensor): required by
+        expected_gradients (its reference set); for ig / idg a distribution baseline.
+    bank: None, or an LPI reference bank file (`pathattr lpi-bank`); required by lpi.
+    n_baselines: with ig / idg and references: K references drawn per item (seed 0);
+        None (default) averages over all R references (R paths per item).
     """
 
     out: str
@@ -77,6 +83,9 @@ class JobConfig:
     strict: bool = False
     quiet: bool = False
     log_json: bool = False
+    references: Optional[str] = None
+    bank: Optional[str] = None
+    n_baselines: Optional[int] = None
 
     def check(self) -> "JobConfig":
         """Validate every field; raise ValueError/TypeError naming it. Returns self."""
@@ -84,7 +93,7 @@ class JobConfig:
             raise ValueError("out must name a run folder")
         for name in ("batch_size", "chunk_size"):
             _positive_int(getattr(self, name), name)
-        for name in ("steps", "limit", "internal_batch_size"):
+        for name in ("steps", "limit", "internal_batch_size", "n_baselines"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
@@ -102,6 +111,9 @@ class JobConfig:
             raise TypeError("method_settings must be a dict")
         if self.checkpoint is not None and self.model is None:
             raise ValueError("checkpoint needs model (module:factory): the bundled model has its own weights")
+        for name in ("references", "bank"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
+                raise TypeError(f"{name} must be a file path (str), got {getattr(self, name)!r}")
         for name in ("checkpoint", "preprocess"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

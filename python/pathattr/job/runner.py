@@ -21,6 +21,7 @@ import torch
 from .. import __version__, methods
 from ..explainer import Explainer
 from . import dist as dist_mod
+from . import refs as refs_mod
 from .config import JobConfig, JobError
 from .inputs import model_fingerprint, open_dataset, open_model
 from .progress import Progress
@@ -47,21 +48,43 @@ class _Job:
     def __init__(self, cfg: JobConfig, d: dist_mod.Dist, device: torch.device):
         self.cfg, self.dist, self.device = cfg, d, device
         self.method = methods.get(cfg.method)  # ValueError naming the method
+        # What the paths start from: --baseline, --references or --bank (job/refs.py).
+        self.kind = refs_mod.baseline_kind(self.method.NAME, cfg)
         prep = cfg.preprocess_settings()
         self.dataset = open_dataset(cfg.data, prep, cfg.strict)
         n_all = len(self.dataset)
         if n_all == 0:
             raise JobError(f"data {cfg.data or 'bundled digits'} holds no items")
         self.n = min(n_all, cfg.limit) if cfg.limit else n_all
+        x0 = self.dataset[0][0]
+        self.shape = tuple(x0.shape)
         model, model_desc = open_model(cfg.model, cfg.checkpoint)
         fingerprint = model_fingerprint(model)
+        files: Dict[str, Any] = {}  # file records for the identity
+        bank = None
+        if self.kind == "bank":  # checked against the weights as loaded, before any cast
+            bank, files["bank"] = refs_mod.load_bank(cfg.bank, model, self.shape)
         if cfg.dtype == "fp64":
             model = model.double()
+            if bank is not None:
+                bank = refs_mod.retag_bank(bank, model)
         self.in_dtype = torch.float64 if cfg.dtype == "fp64" else torch.float32
         self.model = model.to(device)
         kw = dict(cfg.method_settings)
         if cfg.steps is not None:
             kw["n_steps"] = cfg.steps
+        if bank is not None:
+            kw["bank"] = bank
+        # Passed as `baselines` to every call: the constant, EG's reference set (on the
+        # device, in the inputs' dtype), a distribution baseline, or None (LPI's bank).
+        self.baselines: Any = float(cfg.baseline) if self.kind == "constant" else None
+        if self.kind in ("references", "distribution"):
+            refs, files["references"] = refs_mod.load_references(cfg.references, self.shape, self.in_dtype)
+            self.baselines = refs.to(device)
+            if self.kind == "distribution":
+                from ..refsets import distribution_baseline
+
+                self.baselines = distribution_baseline(self.baselines, n_baselines=cfg.n_baselines)
         try:
             self.explainer = Explainer(self.model, method=cfg.method, output=cfg.output,
                                        internal_batch_size=cfg.internal_batch_size,
@@ -70,18 +93,23 @@ class _Job:
             known = ", ".join(inspect.signature(self.method.settings).parameters)
             raise JobError(f"method {cfg.method!r} does not take these settings ({exc}); its settings are: "
                            f"{known} (give them with --set KEY=VALUE; --steps sets n_steps)") from exc
-        x0 = self.dataset[0][0]
-        self.shape = tuple(x0.shape)
         data_desc = self.dataset.describe()
         self.skipped = data_desc.pop("skipped", [])
         self.identity = {
-            "method": self.explainer.method, "method_settings": _jsonable(self.explainer.settings),
+            "method": self.explainer.method,
+            "method_settings": _jsonable({k: v for k, v in self.explainer.settings.items() if k not in ("bank", "references")}),
             "model": model_desc, "model_fingerprint": fingerprint,
             "data": dict(data_desc, items=self.n, item_shape=list(self.shape)), "preprocess": prep,
             "batch_size": cfg.batch_size, "chunk_size": cfg.chunk_size,
             "internal_batch_size": cfg.internal_batch_size, "dtype": cfg.dtype, "store_dtype": cfg.store_dtype,
-            "target": cfg.target, "baseline": float(cfg.baseline), "output": cfg.output,
+            "target": cfg.target, "baseline": float(cfg.baseline) if self.kind == "constant" else None,
+            "output": cfg.output,
         }
+        # Only runs that use them record these keys: a constant-baseline run's identity is
+        # unchanged, so its stores written before --references existed still resume.
+        self.identity.update(files)
+        if self.kind == "distribution":
+            self.identity["n_baselines"] = cfg.n_baselines
         self.store = RunStore(Path(cfg.out))
         self.n_chunks = -(-self.n // cfg.chunk_size)
         self._first: Optional[Dict[str, np.ndarray]] = None  # chunk 0's first batch, when computed at creation
@@ -101,12 +129,16 @@ class _Job:
             target = y.to(self.device)
         else:
             target = int(cfg.target)
-        res = self.explainer.attribute(x, baselines=float(cfg.baseline), target=target,
+        res = self.explainer.attribute(x, baselines=self.baselines, target=target,
                                        return_convergence_delta=True, return_details=True)
         f_x, f_b = res.end_value, res.start_value
-        if f_x is None or f_b is None:  # the method did not need both ends: one forward pass
-            eng = self.explainer.engine
+        eng = self.explainer.engine
+        if self.kind == "constant" and (f_x is None or f_b is None):  # one forward pass for both ends
             f_x, f_b = eng.endpoints(eng.prepare(x, float(cfg.baseline), res.target))
+        if f_x is None:
+            f_x = eng.endpoints(eng.prepare(x, None, res.target), baselines=False)[0]
+        if f_b is None:  # the reference expectation (EG: mean F(r_j); LPI: sum rho_j F(r_j)) when given
+            f_b = torch.full_like(f_x, float("nan"))
         out = {
             "attributions": res.attributions.detach().to("cpu", torch.float32).numpy().astype(cfg.store_dtype),
             "index": np.arange(start, start + x.shape[0], dtype=np.int64),
