@@ -225,3 +225,20 @@ def test_cli_bench_passes_options(monkeypatch, tmp_path):
     assert seen == [["--quick", "--out", str(tmp_path), "--quiet"]]
     with pytest.raises(SystemExit):
         main(["bench", "nothing"])
+
+
+def test_pathattr_report_dispatches_to_the_quality_report(tmp_path):
+    """`pathattr report DIR` on a quality results folder writes the quality page, not a run report."""
+    import shutil
+    from pathlib import Path
+
+    from pathattr.cli import main
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "quality"
+    dst = tmp_path / "quality"
+    shutil.copytree(src, dst)
+    (dst / "report.html").unlink()
+    assert main(["report", str(dst)]) == 0
+    page = (dst / "report.html").read_text()
+    assert "efficiency" in page.lower() and "<img" in page
+    assert main(["report", str(dst), "--out", str(tmp_path / "x.html")]) == 2

@@ -66,8 +66,9 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
 
 
 def add_report_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("report", help="write an HTML report of a `pathattr attribute` run")
-    p.add_argument("run_dir", help="the run folder given to `pathattr attribute --out`")
+    p = sub.add_parser("report", help="write an HTML report of a `pathattr attribute` run or a quality study")
+    p.add_argument("run_dir", help="the run folder given to `pathattr attribute --out`, or a "
+                                   "`pathattr bench quality` results folder")
     p.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report.html)")
     p.add_argument("--examples", type=int, default=8, help="example heatmaps to show (default 8, at most 16)")
     return p
@@ -92,10 +93,16 @@ def run_attribute(args, parser) -> int:
 
 
 def run_report(args, parser) -> int:
+    from ..quality_report import is_quality_results, write_quality_report
     from .report import write_report
 
     try:
-        path = write_report(args.run_dir, args.out, n_examples=args.examples)
+        if is_quality_results(args.run_dir):  # a `pathattr bench quality` results folder
+            if args.out is not None:
+                raise ValueError("--out: a quality report is always written as RESULTS_DIR/report.html")
+            path = write_quality_report(args.run_dir)
+        else:
+            path = write_report(args.run_dir, args.out, n_examples=args.examples)
     except (JobError, ValueError, TypeError) as exc:
         print(f"pathattr report: error: {exc}", file=sys.stderr)
         return 2
