@@ -73,3 +73,12 @@ def assert_close(actual, expected, rtol, atol, what="values"):
             f"|diff| {err.flatten()[idx].item():.3g} > tol {tol.flatten()[idx].item():.3g} "
             f"(max rel err {(err / e.abs().clamp_min(1e-300)).max().item():.3g})"
         )
+
+
+@pytest.fixture
+def one_thread():
+    """One OpenMP thread: two spin against each other on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -34,3 +34,11 @@ def tiny_dataset():
 
 def not_a_dataset():
     return 42
+
+
+def open_store(out):
+    """Every array of a run's Zarr store, read into numpy."""
+    import zarr
+
+    g = zarr.open_group(str(out / "store.zarr"), mode="r")
+    return {name: a[...] for name, a in g.arrays()}

@@ -12,25 +12,12 @@ import torch
 pytest.importorskip("zarr")
 
 from conftest import assert_close  # noqa: E402
-from jobfactories import SHAPE, tiny_cnn, tiny_dataset  # noqa: E402
+from jobfactories import SHAPE, open_store, tiny_cnn, tiny_dataset  # noqa: E402
 from pathattr.cli import main  # noqa: E402
 from pathattr.job import JobConfig, JobError, run_job  # noqa: E402
 
 
-def _open(out):
-    import zarr
-
-    g = zarr.open_group(str(out / "store.zarr"), mode="r")
-    return {name: a[...] for name, a in g.arrays()}
-
-
-@pytest.fixture
-def one_thread():
-    """One OpenMP thread: two spin against each other on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_open = open_store
 
 
 def test_stored_ig_equals_captum_fp64_and_metadata_equals_the_model(tmp_path, one_thread):

@@ -16,6 +16,7 @@ pytest.importorskip("sklearn")
 
 import pathattr  # noqa: E402
 from conftest import assert_close  # noqa: E402
+from jobfactories import open_store  # noqa: E402
 from pathattr.cli import main  # noqa: E402
 from pathattr.data.digits import load_digits_data, load_digits_model  # noqa: E402
 from pathattr.job import JobConfig, JobError, run_job  # noqa: E402
@@ -24,20 +25,7 @@ N = 16
 N_REFS = 120  # training digits in the reference file
 
 
-def _open(out):
-    import zarr
-
-    g = zarr.open_group(str(out / "store.zarr"), mode="r")
-    return {name: a[...] for name, a in g.arrays()}
-
-
-@pytest.fixture
-def one_thread():
-    """One OpenMP thread: two spin against each other on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_open = open_store
 
 
 @pytest.fixture

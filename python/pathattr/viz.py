@@ -176,19 +176,7 @@ def attribution_grid(images, columns: Mapping[str, object], path: PathLike,
     n, _, h, w = imgs.shape
     if n == 0:
         raise ValueError("images must contain at least one example")
-    if not isinstance(columns, Mapping) or len(columns) == 0:
-        raise TypeError("columns must be a non-empty mapping {method name: attributions}")
-    maps = {}
-    for name, attr in columns.items():
-        a = _to_numpy(attr, f"columns[{name!r}]")
-        if a.ndim == 4:
-            a = a.sum(axis=1)
-        if a.shape != (n, h, w):
-            raise ValueError(f"columns[{name!r}] must have shape ({n}, C, {h}, {w}) or ({n}, {h}, {w}), "
-                             f"got {_to_numpy(attr, 'attr').shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"columns[{name!r}] contains NaN or infinite values")
-        maps[str(name)] = a
+    maps = _column_maps(columns, n, h, w)
     if titles is not None:
         titles = [str(t) for t in titles]
         if len(titles) != n:
@@ -564,18 +552,7 @@ def comparison_grid(images, columns: Mapping[str, object], path: Optional[PathLi
     if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or imgs.shape[0] == 0:
         raise ValueError(f"images must have shape (n, C, H, W) with n >= 1 and C = 1 or 3, got {imgs.shape}")
     n, _, h, w = imgs.shape
-    if not isinstance(columns, Mapping) or len(columns) == 0:
-        raise TypeError("columns must be a non-empty mapping {method name: attributions}")
-    maps = {}
-    for name, attr in columns.items():
-        a = _to_numpy(attr, f"columns[{name!r}]")
-        a = a.sum(axis=1) if a.ndim == 4 else a
-        if a.shape != (n, h, w):
-            raise ValueError(f"columns[{name!r}] must have shape ({n}, C, {h}, {w}) or ({n}, {h}, {w}), "
-                             f"got {_to_numpy(attr, 'attr').shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"columns[{name!r}] contains NaN or infinite values")
-        maps[str(name)] = a
+    maps = _column_maps(columns, n, h, w)
     if isinstance(scale, str):
         if scale not in GRID_SCALES:
             raise ValueError(f"scale must be one of {GRID_SCALES} or a positive number, got {scale!r}")
@@ -720,3 +697,20 @@ def path_curve_from_result(result, path: PathLike, example: int = 0, title: Opti
 
 
 __all__ += ["path_curve_from_result"]
+
+
+def _column_maps(columns, n: int, h: int, w: int) -> dict:
+    """{method name: (n, H, W) channel-summed, finite maps}, validated, for the grids."""
+    if not isinstance(columns, Mapping) or len(columns) == 0:
+        raise TypeError("columns must be a non-empty mapping {method name: attributions}")
+    maps = {}
+    for name, attr in columns.items():
+        a = _to_numpy(attr, f"columns[{name!r}]")
+        a = a.sum(axis=1) if a.ndim == 4 else a
+        if a.shape != (n, h, w):
+            raise ValueError(f"columns[{name!r}] must have shape ({n}, C, {h}, {w}) or ({n}, {h}, {w}), "
+                             f"got {_to_numpy(attr, 'attr').shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"columns[{name!r}] contains NaN or infinite values")
+        maps[str(name)] = a
+    return maps
