@@ -71,3 +71,23 @@ def test_item4_linear_model_every_rule(rule, seed):
     for schedule in ["adaptive", "paper"]:
         idg = pa.integrated_decision_gradients(lin, x, base, target=target, n_steps=12, schedule=schedule)
         assert_close(idg, want_idg, rtol=1e-12, atol=1e-12, what=f"IDG {schedule}")
+
+
+@pytest.mark.parametrize("schedule", ["uniform", "adaptive"])
+@pytest.mark.parametrize("point, expected", [((0.6, 0.4), (6.0, 0.0)), ((0.9, 0.6), (9.0, 6.0))])
+def test_item3_two_bands_idg(point, expected, schedule):
+    """IDG (exact importance factor) on SPEC §12.3's two-band model, derived by hand:
+    on path A only x1's band entry moves F (dF/dalpha = 6 on alpha in [1/3, 1/2]), so
+    IDG = (36 / 6, 0) = (6, 0); on path B x1's entry (dF/dalpha = 9 over 1/9) gives 9 and
+    x2's exit (dF/dalpha = -6 over 1/6) gives +6: IDG = (9, 6), while IG = (1, -1).
+    IDG squares dF/dalpha, so a feature that *lowers* the output along the path gets
+    positive credit. Measured at M = 2,000 midpoint (uniform): A (5.994, 0),
+    B (9.0315, 5.994); adaptive: A (5.9966, 0), B (9.0109, 5.9940). Sum = int (dF/dalpha)^2
+    = 6 and 15."""
+    x = torch.tensor([point], dtype=torch.float64)
+    res = pa.integrated_decision_gradients(Lambda(_two_bands), x, target=0, n_steps=2000, schedule=schedule,
+                                           method="riemann_middle", return_details=True)
+    assert_close(res.attributions, [expected], rtol=0, atol=0.05, what=f"IDG {schedule}")
+    total = float(res.attributions.sum())
+    assert abs(total - sum(expected)) < 0.05
+    assert abs(total - float((res.weights * res.importance ** 2).sum())) < 1e-9 * abs(total)
