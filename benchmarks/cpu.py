@@ -76,14 +76,16 @@ def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
     print(f"{name}: batch {B}, {steps} steps on {device}", flush=True)
     pts = _path_points(x, steps)
     tgt = target.repeat_interleave(steps)
-    ours = pa.Explainer(model, "ig").engine.rows_per_chunk(pa.Explainer(model).engine.prepare(x, target=target))
+    eng = pa.Explainer(model, "ig").engine
+    ours = eng.rows_per_chunk(eng.prepare(x, target=target), total=B * steps)
     # The floor is the best over many chunk sizes, pathattr's own default among them.
     chunks = sorted(set([c for c in CHUNKS + [ours] if c < pts.shape[0]] + [pts.shape[0]]))
     c, _, med = best_chunk(lambda c: _bare_fwd_bwd(model, pts, tgt, c, device, autocast), chunks, 3, device)
     n_probe = max(2, steps // 4) + 1
     ppts = _path_points(x, n_probe)
     ptgt = target.repeat_interleave(n_probe)
-    pchunks = sorted(set([c for c in CHUNKS + [2 * ours] if c < ppts.shape[0]] + [ppts.shape[0]]))
+    pours = eng.rows_per_chunk(eng.prepare(x, target=target), forward_only=True, total=ppts.shape[0])
+    pchunks = sorted(set([c for c in CHUNKS + [pours] if c < ppts.shape[0]] + [ppts.shape[0]]))
     cf, _, medf = best_chunk(lambda c: _bare_fwd(model, ppts, ptgt, c, device, autocast), pchunks, 3, device)
 
     kw = dict(n_steps=steps, autocast=autocast)
