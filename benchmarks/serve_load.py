@@ -26,10 +26,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+
+from pathattr.serve.runner import wait_until_ready
 from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import environment
@@ -104,16 +105,10 @@ def _run_levels(wrk, script, path, clients, seconds, method, max_batch, max_wait
         cmd += ["--threads", str(threads)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        end = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > end:
-                sys.exit("server did not become ready:\n" + server.stdout.read().decode())
-            time.sleep(0.2)
+        try:
+            wait_until_ready(url, server, timeout_s=120, poll_s=0.2)
+        except RuntimeError as exc:
+            sys.exit(str(exc))
         out = [httpx.get(url + "/v1/models/digits").json()]
         for c in clients:
             threads = min(c, 2)

@@ -16,6 +16,7 @@ import torch
 import pathattr as pa
 from pathattr.serve import BatcherClosed, DynamicBatcher, QueueFull
 from pathattr.serve.metrics import ServiceMetrics
+from pathattr.serve.runner import wait_until_ready
 
 from conftest import assert_close
 from testmodels import MLP
@@ -124,15 +125,7 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < end, proc.stdout.read().decode()
-            time.sleep(0.1)
+        wait_until_ready(url, proc, timeout_s=60)
         r = httpx.post(url + "/v1/models/digits:explain", json={"instances": [[[[0.5] * 8] * 8]]})
         assert r.status_code == 200 and len(r.json()["explanations"]) == 1
     finally:

@@ -63,3 +63,21 @@ class ServerThread:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_until_ready(url: str, process, timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
+    """Poll `url`/readyz until it answers 200. Raises RuntimeError with the server's output
+    if `process` (a subprocess.Popen with stdout piped) exits or `timeout_s` passes first."""
+    import httpx
+
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > end:
+            out = process.stdout.read().decode() if process.poll() is not None else "(still running)"
+            raise RuntimeError(f"server at {url} did not become ready:\n{out}")
+        time.sleep(poll_s)
