@@ -112,7 +112,7 @@ def throughput(model, B, dtype, repeat, captum=True):
         # One Explainer alive at a time: a captured graph keeps its chunk's activations.
         ex = pa.Explainer(model, meth.split("_")[0], n_steps=STEPS, autocast=dtype, **kw)
         try:
-            rows[k] = {"median_s": statistics.median(time_calls(lambda: ex.attribute(x, target=target), repeat))}
+            rows[k] = {"median_s": statistics.median(time_calls(lambda ex=ex: ex.attribute(x, target=target), repeat))}
         except Exception as exc:  # report and go on: one call of the suite measures everything
             print(f"  {k} failed: {type(exc).__name__}: {exc}", flush=True)
             rows[k] = {"median_s": float("nan"), "error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -209,7 +209,6 @@ def efficiency_markdown(eff: Dict, keys: Optional[Sequence[str]] = None) -> str:
     names = [m["name"] for m in eff["models"]]
     table = eff["table"]
     keys = keys or [k for k in table if not k.startswith("cand ")]
-    grid_max = max(eff["grid"])
     out = []
     for t in ("0.01", "0.001"):
         out.append(f"### Gradient evaluations M to reach {float(t) * 100:g} % error "
