@@ -191,11 +191,11 @@ def accuracy(model, B):
 def profile(model, B, dtype, out_dir):
     from torch.profiler import ProfilerActivity, profile as prof
 
-    import os
+    from pathattr._profiling import set_profiling
 
-    os.environ["PATHATTR_PROFILE"] = "1"  # named stage ranges in the engine
+    set_profiling(True)  # named stage ranges in the engine
     ex = pa.Explainer(model, "idg", n_steps=STEPS, autocast=dtype, n_probe=50)
-    os.environ.pop("PATHATTR_PROFILE")
+    set_profiling(False)
     x = torch.rand(B, 3, 224, 224, device="cuda")
     ex.attribute(x)
     _sync()

@@ -81,17 +81,20 @@ def _accumulate_torch(g2, diff2, weights, acc2, row_start, S, importance, scale)
     ad = acc2.dtype
     e_lo, e_hi = row_start // S, (row_start + R - 1) // S + 1
     lead, trail = row_start - e_lo * S, e_hi * S - (row_start + R)
-    g = g2.to(ad)
+    g = g2 if g2.dtype == ad else g2.to(ad)
     gp = (F.pad(g, (0, 0, lead, trail)) if lead or trail else g).view(e_hi - e_lo, S, D)  # padded rows are 0
-    coef = weights[e_lo:e_hi].to(ad)
+    whole = e_lo == 0 and e_hi == acc2.shape[0]  # the chunk covers every example: no slicing
+    coef = weights if whole else weights[e_lo:e_hi]
+    coef = coef if coef.dtype == ad else coef.to(ad)
     IF = None
     if importance:
-        IFp = torch.bmm(gp, diff2[e_lo:e_hi].unsqueeze(2)).squeeze(2)
+        IFp = torch.bmm(gp, (diff2 if whole else diff2[e_lo:e_hi]).unsqueeze(2)).squeeze(2)
         coef = coef * IFp
         IF = IFp.reshape(-1)[lead:lead + R]
     if scale is not None:
         coef = coef * F.pad(scale.to(ad), (lead, trail)).view(e_hi - e_lo, S)
-    acc2[e_lo:e_hi] += torch.bmm(coef.unsqueeze(1), gp).squeeze(1)
+    # acc += coef @ g per example, in place (one op: the caller's overhead on small models)
+    (acc2 if whole else acc2[e_lo:e_hi]).unsqueeze(1).baddbmm_(coef.unsqueeze(1), gp)
     return IF
 
 

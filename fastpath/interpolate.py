@@ -54,22 +54,32 @@ if triton_available():
         tl.store(out_ptr + i * stride_out + cols, p.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _interpolate_torch(x2, b2, alphas, row_start, n_rows, S, out2, compute):
+def _interpolate_torch(x2, b2, alphas, row_start, n_rows, S, out2, compute, diff2=None, zero_base=False):
     """Plain-torch twin of the kernel: same formula, same compute dtype, one cast.
 
     Works on whole examples as (E, S, D) with broadcasting (written straight into the
     output when the chunk is aligned to examples and needs no cast): on CPU with small models this
     runs once per chunk and its per-op overhead is what the caller pays on top of
-    the model.
+    the model. `diff2` (x - x' in the compute dtype, optional) saves the subtraction;
+    `zero_base` (x' is all zeros) the addition: b + a * d is then exactly a * d.
     """
     e_lo, e_hi = row_start // S, (row_start + n_rows - 1) // S + 1
     E, D = e_hi - e_lo, x2.shape[1]
     lead = row_start - e_lo * S
-    a = alphas[e_lo:e_hi].to(compute).unsqueeze(2)  # (E, S, 1)
-    x = x2[e_lo:e_hi].to(compute).unsqueeze(1)  # (E, 1, D)
+    whole = e_lo == 0 and e_hi == alphas.shape[0]  # every example: no slicing
+    a = alphas if whole else alphas[e_lo:e_hi]
+    a = (a if a.dtype == compute else a.to(compute)).unsqueeze(2)  # (E, S, 1)
+    aligned = lead == 0 and n_rows == E * S and out2.dtype == compute and out2.is_contiguous()
+    if aligned and diff2 is not None and diff2.dtype == compute:
+        # Separate multiply and add (no addcmul): the same roundings as the kernel's.
+        o = out2.view(E, S, D)
+        torch.mul(a, (diff2 if whole else diff2[e_lo:e_hi]).unsqueeze(1), out=o)
+        if not zero_base:
+            o.add_((b2 if b2.shape[0] == 1 or whole else b2[e_lo:e_hi]).to(compute).unsqueeze(1))
+        return
     b = (b2 if b2.shape[0] == 1 else b2[e_lo:e_hi]).to(compute).unsqueeze(1)  # (1 or E, 1, D)
-    # Separate multiply and add (no addcmul): the same roundings as the kernel's.
-    if lead == 0 and n_rows == E * S and out2.dtype == compute and out2.is_contiguous():
+    x = x2[e_lo:e_hi].to(compute).unsqueeze(1)  # (E, 1, D)
+    if aligned:
         torch.add(b, a * (x - b), out=out2.view(E, S, D))
     else:
         out2.copy_((b + a * (x - b)).reshape(E * S, D)[lead:lead + n_rows])
@@ -180,12 +190,15 @@ def interpolate(
 
 
 def interpolate_rows(x2: torch.Tensor, b2: torch.Tensor, alphas: torch.Tensor, row_start: int, n_rows: int,
-                     out2: torch.Tensor, which: str) -> None:
+                     out2: torch.Tensor, which: str, diff2: Optional[torch.Tensor] = None,
+                     zero_base: bool = False) -> None:
     """`interpolate` for a trusted caller, without validation: 2-D views only.
 
     x2 ``(B, D)``, b2 ``(1 or B, D)``, out2 ``(n_rows, D)``, all with a unit last stride;
     alphas ``(B, S)``; ``which`` from `resolve_backend`. The engine calls this once per
     chunk after validating the whole batch once, so a chunk pays no Python checks.
+    Torch backend only: ``diff2`` ``(B, D)`` = x - x' (used when it is in the compute
+    dtype) and ``zero_base`` (b2 is all zeros) let it skip ops; results are unchanged.
     """
     S = alphas.shape[1]
     D = x2.shape[1]
@@ -194,7 +207,7 @@ def interpolate_rows(x2: torch.Tensor, b2: torch.Tensor, alphas: torch.Tensor, r
     fp64 = torch.float64 in (x2.dtype, b2.dtype, alphas.dtype)
     if which == "torch":
         _interpolate_torch(x2, b2, alphas, row_start, n_rows, S, out2,
-                           torch.float64 if fp64 else torch.float32)
+                           torch.float64 if fp64 else torch.float32, diff2, zero_base)
         return
     BLOCK_D, num_warps = block_config(D, _BLOCK_CAP)
     n_tiles = check_grid_dim(triton.cdiv(D, BLOCK_D), "interpolate (D-tiles)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from typing import Any, Optional, Tuple
 
 import torch
@@ -33,7 +34,8 @@ def all_finite(t: torch.Tensor) -> bool:
     also give, by overflow) pays for the element-wise check."""
     if t.numel() == 0:
         return True
-    if math.isfinite(float(t.sum(dtype=torch.float64))):
+    low = t.dtype in (torch.float16, torch.bfloat16)  # sum those in fp32: their range overflows fast
+    if math.isfinite(float(t.sum(dtype=torch.float32) if low else t.sum())):
         return True
     return bool(torch.isfinite(t).all())
 
@@ -109,16 +111,51 @@ def first_tensor(model: Any) -> Optional[torch.Tensor]:
     """
     if not isinstance(model, torch.nn.Module):
         return None
-    for t in model.parameters():
-        return t
-    for t in model.buffers():
-        return t
+    # The same order as model.parameters() then model.buffers() (modules pre-order), read
+    # from the modules' dicts directly: the generators cost tens of microseconds per call.
+    for attr in ("_parameters", "_buffers"):
+        stack = [model]
+        while stack:
+            m = stack.pop()
+            for t in getattr(m, attr, {}).values():
+                if t is not None:
+                    return t
+            stack.extend(reversed([c for c in m._modules.values() if c is not None]))
     return None
 
 
-def check_model_device(ref: Optional[torch.Tensor], inputs: torch.Tensor) -> None:
+_FIRST = weakref.WeakKeyDictionary()  # model -> its first tensor, so an Explainer per call stays cheap
+
+
+def model_device_ref(model: Any) -> Optional[torch.Tensor]:
+    """`first_tensor(model)`, remembered per model. A remembered tensor can be stale (the
+    model's parameters replaced by new objects): `check_model_device` then looks again
+    before it reports a mismatch, so staleness never causes a false error."""
+    try:
+        ref = _FIRST.get(model)
+    except TypeError:  # a model that cannot be a weak dictionary key (unhashable)
+        return first_tensor(model)
     if ref is None:
+        ref = first_tensor(model)
+        if ref is not None:
+            try:
+                _FIRST[model] = ref
+            except TypeError:
+                pass
+    return ref
+
+
+def check_model_device(ref: Optional[torch.Tensor], inputs: torch.Tensor, model: Any = None) -> None:
+    if ref is None or ref.device == inputs.device:
         return
+    if model is not None:  # the remembered tensor may be stale: look at the model itself
+        ref = first_tensor(model)
+        if ref is None:
+            return
+        try:
+            _FIRST[model] = ref
+        except TypeError:
+            pass
     dev = ref.device
     if dev.type != inputs.device.type or (
         dev.type == "cuda" and dev.index is not None and inputs.device.index is not None and dev.index != inputs.device.index

@@ -14,6 +14,7 @@ fp32/fp64 accumulator, so memory is bounded by one chunk. Forward-only passes
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
@@ -22,8 +23,8 @@ import torch
 
 from . import _profiling, fastpath
 from ._profiling import stage
-from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, first_tensor, normalize_forward_args,
-                          prepare_baselines)
+from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, model_device_ref,
+                          normalize_forward_args, prepare_baselines)
 from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
 
 IMPORTANCE = ("none", "exact", "finite_difference")
@@ -51,6 +52,9 @@ class PathBatch:
     target: Optional[torch.Tensor]  # (B,) int64, or None until resolved by argmax
     args: Tuple[Any, ...]
     acc_dtype: torch.dtype
+    zero_baseline: bool = False  # x' is all zeros (the default baseline): lets cheap paths skip ops
+    target_range: Optional[Tuple[torch.Tensor, int, int]] = field(default=None, repr=False)  # (target, min, max) from parsing
+    _checked_target: Optional[torch.Tensor] = field(default=None, repr=False)  # the target already range-checked
     _diff: Optional[torch.Tensor] = field(default=None, repr=False)
     _row_target: Optional[Tuple[int, torch.Tensor]] = field(default=None, repr=False)
     _rows2d: Optional[Tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)
@@ -58,6 +62,11 @@ class PathBatch:
     @property
     def size(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def features(self) -> int:
+        """D, the number of elements of one input."""
+        return math.prod(self.x.shape[1:])
 
     @property
     def shared_baseline(self) -> bool:
@@ -79,13 +88,16 @@ class PathBatch:
     def diff(self) -> torch.Tensor:
         """x - x' in the accumulator dtype, shape (B, *shape); computed once per batch."""
         if self._diff is None:
-            self._diff = (self.x.to(self.acc_dtype) - self.baseline.to(self.acc_dtype)).expand_as(self.x).contiguous()
+            if self.zero_baseline and self.x.dtype == self.acc_dtype:
+                self._diff = self.x.contiguous()  # x - 0 is x, bit for bit
+            else:
+                self._diff = (self.x.to(self.acc_dtype) - self.baseline.to(self.acc_dtype)).expand_as(self.x).contiguous()
         return self._diff
 
     def rows2d(self):
         """x and x' as (B, D) and (1 or B, D) views with a unit last stride (cached)."""
         if self._rows2d is None:
-            D = self.x[0].numel() if self.size else 0
+            D = self.features if self.size else 0
             self._rows2d = (fastpath.as_rows(self.x, self.size, D), fastpath.as_rows(self.baseline, self.baseline.shape[0], D))
         return self._rows2d
 
@@ -94,12 +106,15 @@ class PathBatch:
         return torch.arange(start, start + n, device=self.x.device) // S
 
     def row_targets(self, start: int, n: int, S: int) -> Optional[torch.Tensor]:
+        """The targets of path rows [start, start + n) as an (n, 1) column, ready for
+        gather (select_output also takes (n,); an output callable gets (n,))."""
         if self.target is None:
             return None
         if self._row_target is None or self._row_target[0] != S:
             # expand + reshape, not repeat_interleave: no host sync, so CUDA graphs can capture it
-            self._row_target = (S, self.target.view(-1, 1).expand(-1, S).reshape(-1))
-        return self._row_target[1][start:start + n]
+            self._row_target = (S, self.target.view(-1, 1, 1).expand(-1, S, 1).reshape(-1, 1))
+        rows = self._row_target[1]
+        return rows if start == 0 and n == rows.shape[0] else rows[start:start + n]
 
 
 @dataclass
@@ -147,7 +162,7 @@ class PathEngine:
             raise ValueError(f"accumulate_dtype must be None, torch.float32 or torch.float64; got {accumulate_dtype!r}")
         self.accumulate_dtype = accumulate_dtype
         self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
-        self._device_ref = first_tensor(model)  # for an O(1) model/input device check
+        self._device_ref = model_device_ref(model)  # for an O(1) model/input device check
         self._oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self._ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
         self._capturing = False  # inside a CUDA-graph capture: no host syncs (checks run after replay)
@@ -156,12 +171,31 @@ class PathEngine:
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
         x = check_inputs(inputs)
-        check_model_device(self._device_ref, x)
+        check_model_device(self._device_ref, x, self.model)
         base = prepare_baselines(baselines, x)
-        tgt = parse_target(target, x.shape[0], x.device)
+        tgt, bounds = parse_target(target, x.shape[0], x.device, return_range=True)
         args = normalize_forward_args(additional_forward_args)
         acc = self.accumulate_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
-        return PathBatch(x, base, tgt, args, acc)
+        return PathBatch(x, base, tgt, args, acc, zero_baseline=baselines is None,
+                         target_range=None if bounds is None else (tgt,) + bounds)
+
+    def check_target(self, batch: PathBatch, out: torch.Tensor) -> None:
+        """The batch's targets against the model's C outputs, once per target tensor
+        (the max is known from parsing, so this costs no reduction)."""
+        t = batch.target
+        if t is None or t is batch._checked_target:
+            return
+        hi = batch.target_range[2] if batch.target_range is not None and batch.target_range[0] is t else None
+        check_target_range(t, out, self.output, hi)
+        batch._checked_target = t
+
+    def _row_select(self, batch: PathBatch, start: int, n: int, S: int):
+        """What select_output needs for path rows [start, start + n): one int when every
+        input has the same target and the output is named (a column view), else per-row targets."""
+        r = batch.target_range
+        if r is not None and r[0] is batch.target and r[1] == r[2] and isinstance(self.output, str):
+            return r[1]
+        return batch.row_targets(start, n, S)
 
     def rows_per_chunk(self, batch: "PathBatch", forward_only: bool = False, total: Optional[int] = None) -> int:
         """Path points per model call: the caller's setting, else the element budget.
@@ -176,7 +210,7 @@ class PathEngine:
         elif self.internal_batch_size is not None:
             rows = 2 * self.internal_batch_size if forward_only else self.internal_batch_size
         else:
-            features = max(1, batch.x[0].numel()) if batch.x.shape[0] else 1
+            features = max(1, batch.features)
             kind = batch.x.device.type if batch.x.device.type in _BUDGET else "cpu"
             rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // features)))
             rows = 2 * rows if forward_only else rows
@@ -225,15 +259,26 @@ class PathEngine:
         if (buf is None or buf.shape[0] < capacity or buf.shape[1] != D or buf.dtype != batch.x.dtype
                 or buf.device != batch.x.device):
             buf = self._buffer = torch.empty((capacity, D), dtype=batch.x.dtype, device=batch.x.device)
-        fastpath.interpolate_rows(x2, b2, alphas, start, rows, buf[:rows], which)
+        # The torch backend reuses x - x' (computed once per batch anyway) to save ops per chunk.
+        diff2 = batch.diff().view(batch.size, D) if which == "torch" else None
+        fastpath.interpolate_rows(x2, b2, alphas, start, rows, buf[:rows], which, diff2, batch.zero_baseline)
         return buf[:rows].view((rows,) + tuple(batch.x.shape[1:]))
 
     def _backend(self, batch: PathBatch) -> str:
+        if self.backend == "auto" and not batch.x.is_cuda:
+            return "torch"
         return fastpath.resolve_backend(self.backend, batch.x)
+
+    def schedule_tensors(self, batch: PathBatch, sched) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A schedule's (alphas, weights) in the dtypes and on the device the passes use."""
+        adt = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
+        return sched.on(batch.x.device, adt, batch.acc_dtype)
 
     def _alphas_on_device(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
         dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
-        return alphas.to(device=batch.x.device, dtype=dtype).contiguous()
+        if alphas.dtype == dtype and alphas.device == batch.x.device:
+            return alphas
+        return alphas.to(device=batch.x.device, dtype=dtype)  # any strides: every consumer takes them
 
     def endpoints(self, batch: PathBatch, baselines: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """F(x) and F(x') for every input, in one forward-only pass over x and x'.
@@ -256,8 +301,8 @@ class PathEngine:
             else:
                 out = self.forward_rows(batch, points, examples)
         if batch.target is None and out.dim() == 2:
-            batch.target = out[:B].argmax(1)
-        check_target_range(batch.target, out, self.output)
+            batch.target = batch._checked_target = out[:B].argmax(1)  # in range by construction
+        self.check_target(batch, out)
         f_x = select_output(out[:B], batch.target, self.output)
         _check_finite_values(f_x, "F(x) at the inputs")
         if not baselines:
@@ -291,7 +336,7 @@ class PathEngine:
             return self.graphs.path_values(batch, alphas)
         B, S = alphas.shape
         a = self._alphas_on_device(batch, alphas)
-        values = torch.empty(B * S, dtype=batch.acc_dtype, device=batch.x.device)
+        chunks = []
         step = self.rows_per_chunk(batch, forward_only=True, total=B * S)
         which = self._backend(batch)
         s = 0
@@ -305,12 +350,13 @@ class PathEngine:
                     step = self._back_off(step)
                     continue
                 if s == 0 and not self._capturing:
-                    check_target_range(batch.target, out, self.output)
-                values[s:s + n] = select_output(out, batch.row_targets(s, n, S), self.output)
+                    self.check_target(batch, out)
+                chunks.append(select_output(out, self._row_select(batch, s, n, S), self.output))
                 s += n
+        values = _joined(chunks, batch.acc_dtype).view(B, S)
         if not self._capturing:
-            _check_finite_values(values.view(B, S), "F along the path")
-        return values.view(B, S)
+            _check_finite_values(values, "F along the path")
+        return values
 
     # ------------------------------------------- gradients at arbitrary points
     def gradients(self, batch: PathBatch, points: torch.Tensor, examples: torch.Tensor,
@@ -384,14 +430,22 @@ class PathEngine:
         B, S = alphas.shape
         dev = batch.x.device
         a = self._alphas_on_device(batch, alphas)
-        w = weights.to(device=dev, dtype=batch.acc_dtype).contiguous()
+        w = weights if weights.dtype == batch.acc_dtype and weights.device == dev else weights.to(dev, batch.acc_dtype)
+        if self._single_chunk_ok(batch, B * S, importance):
+            try:
+                return self._integrate_single_chunk(batch, a, w, importance == "exact")
+            except torch.OutOfMemoryError:
+                self._back_off(B * S)  # remembers a smaller cap: the chunk loop below takes over
         diff = batch.diff()
-        D = diff[0].numel()
+        D = batch.features
         diff2 = diff.view(B, D)
         acc = torch.zeros(batch.x.shape, dtype=batch.acc_dtype, device=dev)
         acc2 = acc.view(B, D)
-        values = torch.empty(B * S, dtype=batch.acc_dtype, device=dev)
-        scales = torch.empty(B * S, dtype=batch.acc_dtype, device=dev) if importance != "none" else None
+        # F at each row, chunk by chunk (one chunk: no copy at all); finite differences
+        # read earlier rows, so they need the whole vector written as it grows.
+        fd_mode = importance == "finite_difference"
+        values = torch.empty(B * S, dtype=batch.acc_dtype, device=dev) if fd_mode else None
+        chunks, scale_chunks = [], []
         step = self.rows_per_chunk(batch, total=B * S)
         which = self._backend(batch)
         on = self._ranges
@@ -405,8 +459,8 @@ class PathEngine:
                     with stage("forward", on):
                         out = self._forward(batch, points, s, S)
                         if s == 0 and not self._capturing:
-                            check_target_range(batch.target, out, self.output)
-                        f = select_output(out, batch.row_targets(s, n, S), self.output)
+                            self.check_target(batch, out)
+                        f = select_output(out, self._row_select(batch, s, n, S), self.output)
                     with stage("backward", on):
                         if f.requires_grad:
                             (g,) = torch.autograd.grad(f.sum(), points, allow_unused=True)
@@ -418,20 +472,73 @@ class PathEngine:
                 continue
             with stage("fold", on):
                 g2 = fastpath.as_rows(g, n, D) if g is not None else torch.zeros((n, D), dtype=points.dtype, device=dev)
-                values[s:s + n].copy_(f.detach())
+                if fd_mode:
+                    values[s:s + n].copy_(f.detach())
+                else:
+                    chunks.append(f.detach())
                 if importance == "exact":
-                    scales[s:s + n] = fastpath.accumulate_rows(g2, diff2, w, acc2, s, True, None, which)
+                    scale_chunks.append(fastpath.accumulate_rows(g2, diff2, w, acc2, s, True, None, which))
                 elif importance == "finite_difference":
                     fd = self._finite_difference(values, a.to(batch.acc_dtype), baseline_values, s, n, S, g2, diff2,
                                                  batch.row_examples(s, n, S))
-                    scales[s:s + n] = fd
+                    scale_chunks.append(fd)
                     fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, fd, which)
                 else:
                     fastpath.accumulate_rows(g2, diff2, w, acc2, s, False, None, which)
             s += n
         if not self._capturing:
             check_integral_finite(acc)
-        return PathIntegral(acc, values.view(B, S), None if scales is None else scales.view(B, S))
+        if not fd_mode:
+            values = _joined(chunks, batch.acc_dtype)
+        scales = _joined(scale_chunks, batch.acc_dtype).view(B, S) if scale_chunks else None
+        return PathIntegral(acc, values.view(B, S), scales)
+
+    def _single_chunk_ok(self, batch: PathBatch, rows: int, importance: str) -> bool:
+        """The common small case on CPU: every path row in one chunk, one dtype throughout,
+        no extra args, no profiling ranges. It runs without the chunk loop's bookkeeping,
+        which at batch 1 on a 2 ms model is measurable (see _integrate_single_chunk)."""
+        return (not batch.x.is_cuda and self.backend != "triton" and not batch.args and not self._ranges
+                and importance != "finite_difference" and batch.x.dtype == batch.acc_dtype
+                and rows <= self.rows_per_chunk(batch, total=rows))
+
+    def _integrate_single_chunk(self, batch: PathBatch, a: torch.Tensor, w: torch.Tensor,
+                                exact: bool) -> PathIntegral:
+        """`integrate` for all B*S rows in one chunk on CPU, in the fewest torch calls.
+
+        Same formulas as the chunk loop with the torch backend (points b + a (x - b),
+        IF = g . (x - x'), acc = sum_k w_k IF_k g_k as one batched product per input), so
+        the results agree to rounding; it exists because each small op costs a few
+        microseconds on this path (measured: benchmarks/cpu.py, digits CNN at batch 1).
+        """
+        B, S = a.shape
+        n, D = B * S, batch.features
+        shape = tuple(batch.x.shape[1:])
+        buf = self._buffer
+        if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
+            buf = self._buffer = torch.empty((n, D), dtype=batch.x.dtype, device=batch.x.device)
+        flat = buf if buf.shape[0] == n else buf[:n]
+        diff3 = batch.diff().view(B, 1, D)
+        p3 = flat.view(B, S, D)
+        torch.mul(a.unsqueeze(2), diff3, out=p3)  # multiply, then add: the kernel's roundings
+        if not batch.zero_baseline:
+            p3.add_(batch.baseline.reshape(-1, 1, D))
+        points = flat.view((n,) + shape).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = check_model_output(self.model(points), n, self.output)
+            self.check_target(batch, out)
+            f = select_output(out, self._row_select(batch, 0, n, S), self.output)
+            g = torch.autograd.grad(f.sum(), points, allow_unused=True)[0] if f.requires_grad else None
+        g3 = torch.zeros((B, S, D), dtype=batch.x.dtype) if g is None else g.reshape(B, S, D)
+        scales = None
+        coef = w
+        if exact:
+            scales = torch.bmm(g3, diff3.transpose(1, 2)).view(B, S)
+            coef = w * scales
+        acc = torch.bmm(coef.unsqueeze(1), g3).view(batch.x.shape)
+        check_integral_finite(acc)
+        values = f.detach()
+        return PathIntegral(acc, (values if values.dtype == batch.acc_dtype else values.to(batch.acc_dtype)).view(B, S),
+                            scales)
 
     @staticmethod
     def _finite_difference(values, alphas, baseline_values, start, n, S, g, diff, examples):
@@ -446,8 +553,9 @@ class PathEngine:
         rows = torch.arange(start, start + n, device=values.device)
         first = (rows % S) == 0
         prev_rows = (rows - 1).clamp_min(0)
-        cur_a = alphas.view(-1)[rows]
-        prev_a = torch.where(first, torch.zeros_like(cur_a), alphas.view(-1)[prev_rows])
+        flat = alphas.reshape(-1)
+        cur_a = flat[rows]
+        prev_a = torch.where(first, torch.zeros_like(cur_a), flat[prev_rows])
         prev_f = torch.where(first, baseline_values[examples], values[prev_rows])
         step = cur_a - prev_a
         fd = (values[rows] - prev_f) / torch.where(step > 0, step, torch.ones_like(step))
@@ -456,6 +564,11 @@ class PathEngine:
             k = int(same.sum())
             fd[same] = (g[same].reshape(k, -1).to(diff.dtype) * diff[examples[same]].reshape(k, -1)).sum(1)
         return fd
+
+
+def _joined(chunks, dtype: torch.dtype) -> torch.Tensor:
+    """Per-chunk vectors as one, in `dtype` (a single chunk is not copied)."""
+    return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
 
 
 def _check_finite_values(values: torch.Tensor, what: str) -> None:

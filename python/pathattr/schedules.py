@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,10 +28,18 @@ class Schedule:
     alphas: torch.Tensor
     weights: torch.Tensor
     counts: Optional[torch.Tensor] = None
+    rule: Optional[Tuple[str, int]] = None  # (method, n) for a uniform rule: its converted copies are cached
 
     @property
     def steps(self) -> int:
         return self.alphas.shape[1]
+
+    def on(self, device: torch.device, alpha_dtype: torch.dtype, weight_dtype: torch.dtype):
+        """(alphas, weights) on `device` in the given dtypes. A uniform rule's are converted
+        once per process and expanded per call (two copies fewer per call)."""
+        if self.rule is None:
+            return self.alphas.to(device=device, dtype=alpha_dtype), self.weights.to(device=device, dtype=weight_dtype)
+        return _rule_on(self.rule[0], self.rule[1], self.alphas.shape[0], device, alpha_dtype, weight_dtype)
 
 
 def quadrature(method: str, n: int):
@@ -46,14 +54,32 @@ def _rule_tensors(method: str, n: int):
     return torch.from_numpy(np.ascontiguousarray(a)).view(1, -1), torch.from_numpy(np.ascontiguousarray(w)).view(1, -1)
 
 
-def uniform(method: str, n: int, batch: int) -> Schedule:
-    """The same rule for every example: (B, n) views of one (1, n) row (read-only)."""
+@functools.lru_cache(maxsize=64)
+def _rule_on(method: str, n: int, batch: int, device: torch.device, alpha_dtype: torch.dtype,
+             weight_dtype: torch.dtype):
     a, w = _rule_tensors(method, n)
-    return Schedule(a.expand(batch, -1), w.expand(batch, -1))
+    return a.to(device=device, dtype=alpha_dtype).expand(batch, -1), w.to(device=device, dtype=weight_dtype).expand(batch, -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform(method: str, n: int, batch: int) -> Schedule:
+    a, w = _rule_tensors(method, n)
+    return Schedule(a.expand(batch, -1), w.expand(batch, -1), rule=(method, n))
+
+
+def uniform(method: str, n: int, batch: int) -> Schedule:
+    """The same rule for every example: (B, n) views of one (1, n) row. Read-only and
+    shared: calls with the same arguments get the same tensors (no work per call)."""
+    return _uniform(method, n, batch)
 
 
 def probe_alphas(n_probe: int) -> torch.Tensor:
-    """The N + 1 evenly spaced probe points j / N, j = 0..N, as float64."""
+    """The N + 1 evenly spaced probe points j / N, j = 0..N, as float64 (a fresh copy)."""
+    return _probe_alphas(n_probe).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_alphas(n_probe: int) -> torch.Tensor:
     return torch.arange(n_probe + 1, dtype=torch.float64) / n_probe
 
 

@@ -23,13 +23,15 @@ def check_output(output: Any) -> OutputSpec:
     raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))} or a callable f(model_output, target) -> (batch,); got {output!r}")
 
 
-def parse_target(target: Any, batch: int, device: torch.device) -> Optional[torch.Tensor]:
+def parse_target(target: Any, batch: int, device: torch.device, return_range: bool = False):
     """Turn `target` into a (B,) int64 tensor, or None for "argmax of model(x)".
 
-    The range [0, C) is checked later by `check_target_range`, once C is known.
+    The range [0, C) is checked later by `check_target_range`, once C is known; with
+    `return_range` the result is (target, (min, max) or None), so that check needs no
+    second reduction and a caller can see when every input has the same class.
     """
     if target is None:
-        return None
+        return (None, None) if return_range else None
     if isinstance(target, bool):
         raise TypeError("target must be an int, a sequence of ints or an integer tensor, got a bool")
     if isinstance(target, numbers.Integral):
@@ -51,19 +53,29 @@ def parse_target(target: Any, batch: int, device: torch.device) -> Optional[torc
         raise TypeError(f"target must be None, an int, a sequence of ints or an integer tensor; got {type(target).__name__}")
     if t.numel() != batch:
         raise ValueError(f"target has {t.numel()} entries but the batch has {batch} inputs")
-    if t.numel() and int(t.min()) < 0:
-        raise ValueError(
-            f"target must lie in [0, num_classes); got {int(t.min())} (negative targets are not wrapped around: "
-            f"-1 is usually an 'ignore' label)"
-        )
-    return t.to(device)
+    lo = hi = None
+    if t.numel():
+        if t.numel() <= 64:  # a few Python ints beat two tensor reductions
+            vals = t.tolist()
+            lo, hi = min(vals), max(vals)
+        else:
+            lo, hi = (int(v) for v in torch.aminmax(t))
+        if lo < 0:
+            raise ValueError(
+                f"target must lie in [0, num_classes); got {lo} (negative targets are not wrapped around: "
+                f"-1 is usually an 'ignore' label)"
+            )
+    t = t.to(device)
+    return (t, None if lo is None else (lo, hi)) if return_range else t
 
 
-def check_target_range(target: Optional[torch.Tensor], model_output: torch.Tensor, output: OutputSpec) -> None:
+def check_target_range(target: Optional[torch.Tensor], model_output: torch.Tensor, output: OutputSpec,
+                       known_max: Optional[int] = None) -> None:
+    """Every target below the model's number of outputs C (`known_max`: max(target), if known)."""
     if target is None or callable(output) or target.numel() == 0:
         return
     classes = model_output.shape[1]
-    hi = int(target.max())
+    hi = int(target.max()) if known_max is None else known_max
     if hi >= classes:
         raise ValueError(f"target must lie in [0, {classes}) for a model with {classes} outputs; got {hi}")
 
@@ -84,12 +96,15 @@ def check_model_output(out: Any, rows: int, output: OutputSpec) -> torch.Tensor:
     return out
 
 
-def select_output(out: torch.Tensor, target: Optional[torch.Tensor], output: OutputSpec) -> torch.Tensor:
-    """The explained scalar per row: shape (rows,). Low-precision outputs are upcast first."""
+def select_output(out: torch.Tensor, target: Union[None, int, torch.Tensor], output: OutputSpec) -> torch.Tensor:
+    """The explained scalar per row: shape (rows,). Low-precision outputs are upcast first.
+
+    target: (rows,) or (rows, 1) classes, or one int for every row (a named output only;
+    a column view, cheaper than a gather forward and backward)."""
     if out.dtype in (torch.float16, torch.bfloat16):
         out = out.float()
     if callable(output):
-        val = output(out, target)
+        val = output(out, target if target is None or target.dim() == 1 else target.view(-1))
         if not isinstance(val, torch.Tensor) or val.dim() != 1 or val.shape[0] != out.shape[0]:
             shape = tuple(val.shape) if isinstance(val, torch.Tensor) else type(val).__name__
             raise ValueError(f"output callable must return a tensor of shape ({out.shape[0]},), got {shape}")
@@ -98,4 +113,6 @@ def select_output(out: torch.Tensor, target: Optional[torch.Tensor], output: Out
         out = torch.softmax(out, dim=1)
     elif output == "log_softmax":
         out = torch.log_softmax(out, dim=1)
-    return out.gather(1, target.view(-1, 1)).view(-1)
+    if isinstance(target, int):
+        return out.select(1, target)
+    return out.gather(1, target if target.dim() == 2 else target.view(-1, 1)).view(-1)

@@ -83,7 +83,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
                      or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness")
         ends = engine.endpoints(batch) if need_ends else None
         sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
-    integral = engine.integrate(batch, sched.alphas, sched.weights, importance=cfg["importance"],
+    integral = engine.integrate(batch, *engine.schedule_tensors(batch, sched), importance=cfg["importance"],
                                 baseline_values=None if ends is None else ends[1])
     attr = batch.diff() * integral.acc
     if cfg["normalize"] == "completeness":

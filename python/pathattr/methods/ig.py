@@ -31,6 +31,6 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         return empty_result(batch, NAME, cfg)
     sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
     ends = engine.endpoints(batch) if (batch.target is None or want_delta or want_details) else None
-    integral = engine.integrate(batch, sched.alphas, sched.weights, importance="none")
+    integral = engine.integrate(batch, *engine.schedule_tensors(batch, sched), importance="none")
     attr = batch.diff() * integral.acc
     return finish(batch, NAME, cfg, attr, sched, integral, ends, delta_from_sum=True)
