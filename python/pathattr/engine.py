@@ -21,7 +21,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from . import _profiling, fastpath
+from . import _profiling, fastpath, schedules
 from ._profiling import stage
 from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, model_device_ref,
                           normalize_forward_args, prepare_baselines)
@@ -55,6 +55,7 @@ class PathBatch:
     zero_baseline: bool = False  # x' is all zeros (the default baseline): lets cheap paths skip ops
     target_range: Optional[Tuple[torch.Tensor, int, int]] = field(default=None, repr=False)  # (target, min, max) from parsing
     _checked_target: Optional[torch.Tensor] = field(default=None, repr=False)  # the target already range-checked
+    _features: int = field(default=-1, repr=False)
     _diff: Optional[torch.Tensor] = field(default=None, repr=False)
     _row_target: Optional[Tuple[int, torch.Tensor]] = field(default=None, repr=False)
     _rows2d: Optional[Tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)
@@ -65,8 +66,10 @@ class PathBatch:
 
     @property
     def features(self) -> int:
-        """D, the number of elements of one input."""
-        return math.prod(self.x.shape[1:])
+        """D, the number of elements of one input (cached: the chunk logic asks often)."""
+        if self._features < 0:
+            self._features = math.prod(self.x.shape[1:])
+        return self._features
 
     @property
     def shared_baseline(self) -> bool:
@@ -164,6 +167,7 @@ class PathEngine:
         self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
         self._device_ref = model_device_ref(model)  # for an O(1) model/input device check
         self._oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
+        self._zeros = None  # (key, tensor): the last default baseline
         self._ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
         self._capturing = False  # inside a CUDA-graph capture: no host syncs (checks run after replay)
         self.graphs = None  # a graphs.GraphCache when the Explainer asked for CUDA graphs
@@ -172,12 +176,20 @@ class PathEngine:
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
         x = check_inputs(inputs)
         check_model_device(self._device_ref, x, self.model)
-        base = prepare_baselines(baselines, x)
+        base = self._zeros_like_input(x) if baselines is None else prepare_baselines(baselines, x)
         tgt, bounds = parse_target(target, x.shape[0], x.device, return_range=True)
         args = normalize_forward_args(additional_forward_args)
         acc = self.accumulate_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
         return PathBatch(x, base, tgt, args, acc, zero_baseline=baselines is None,
                          target_range=None if bounds is None else (tgt,) + bounds)
+
+    def _zeros_like_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The default baseline, zeros of shape (1, *shape), kept for the next call of the
+        same shape (nothing writes into a batch's baseline)."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if self._zeros is None or self._zeros[0] != key:
+            self._zeros = (key, torch.zeros((1,) + key[0], dtype=x.dtype, device=x.device))
+        return self._zeros[1]
 
     def check_target(self, batch: PathBatch, out: torch.Tensor) -> None:
         """The batch's targets against the model's C outputs, once per target tensor
@@ -269,6 +281,12 @@ class PathEngine:
             return "torch"
         return fastpath.resolve_backend(self.backend, batch.x)
 
+    def probe_grid(self, batch: PathBatch, n_probe: int) -> torch.Tensor:
+        """The N + 1 evenly spaced probe alphas for every input, (B, N + 1), in the dtype
+        and on the device the passes use (cached per process)."""
+        adt = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
+        return schedules.probe_grid(n_probe, batch.size, batch.x.device, adt)
+
     def schedule_tensors(self, batch: PathBatch, sched) -> Tuple[torch.Tensor, torch.Tensor]:
         """A schedule's (alphas, weights) in the dtypes and on the device the passes use."""
         adt = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
@@ -336,6 +354,11 @@ class PathEngine:
             return self.graphs.path_values(batch, alphas)
         B, S = alphas.shape
         a = self._alphas_on_device(batch, alphas)
+        if not self._capturing and self._single_chunk_ok(batch, B * S, forward_only=True):
+            try:
+                return self._path_values_single_chunk(batch, a)
+            except torch.OutOfMemoryError:
+                self._back_off(B * S)  # remembers a smaller cap: the chunk loop below takes over
         chunks = []
         step = self.rows_per_chunk(batch, forward_only=True, total=B * S)
         which = self._backend(batch)
@@ -493,13 +516,39 @@ class PathEngine:
         scales = _joined(scale_chunks, batch.acc_dtype).view(B, S) if scale_chunks else None
         return PathIntegral(acc, values.view(B, S), scales)
 
-    def _single_chunk_ok(self, batch: PathBatch, rows: int, importance: str) -> bool:
+    def _single_chunk_ok(self, batch: PathBatch, rows: int, importance: str = "none", forward_only: bool = False) -> bool:
         """The common small case on CPU: every path row in one chunk, one dtype throughout,
         no extra args, no profiling ranges. It runs without the chunk loop's bookkeeping,
         which at batch 1 on a 2 ms model is measurable (see _integrate_single_chunk)."""
         return (not batch.x.is_cuda and self.backend != "triton" and not batch.args and not self._ranges
                 and importance != "finite_difference" and batch.x.dtype == batch.acc_dtype
-                and rows <= self.rows_per_chunk(batch, total=rows))
+                and rows <= self.rows_per_chunk(batch, forward_only=forward_only, total=rows))
+
+    def _single_chunk_points(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
+        """All B*S path points, b + a (x - b) (multiply, then add: the kernel's roundings),
+        written into the reused buffer: (B*S, *shape)."""
+        B, S = a.shape
+        n, D = B * S, batch.features
+        buf = self._buffer
+        if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
+            buf = self._buffer = torch.empty((n, D), dtype=batch.x.dtype, device=batch.x.device)
+        flat = buf if buf.shape[0] == n else buf[:n]
+        p3 = flat.view(B, S, D)
+        torch.mul(a.unsqueeze(2), batch.diff().view(B, 1, D), out=p3)
+        if not batch.zero_baseline:
+            p3.add_(batch.baseline.reshape(-1, 1, D))
+        return flat.view((n,) + tuple(batch.x.shape[1:]))
+
+    def _path_values_single_chunk(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
+        """`path_values` for all rows in one forward-only chunk on CPU (see _single_chunk_ok)."""
+        B, S = a.shape
+        with torch.no_grad():
+            out = check_model_output(self.model(self._single_chunk_points(batch, a)), B * S, self.output)
+            self.check_target(batch, out)
+            values = select_output(out, self._row_select(batch, 0, B * S, S), self.output)
+        values = (values if values.dtype == batch.acc_dtype else values.to(batch.acc_dtype)).view(B, S)
+        _check_finite_values(values, "F along the path")
+        return values
 
     def _integrate_single_chunk(self, batch: PathBatch, a: torch.Tensor, w: torch.Tensor,
                                 exact: bool) -> PathIntegral:
@@ -512,17 +561,7 @@ class PathEngine:
         """
         B, S = a.shape
         n, D = B * S, batch.features
-        shape = tuple(batch.x.shape[1:])
-        buf = self._buffer
-        if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
-            buf = self._buffer = torch.empty((n, D), dtype=batch.x.dtype, device=batch.x.device)
-        flat = buf if buf.shape[0] == n else buf[:n]
-        diff3 = batch.diff().view(B, 1, D)
-        p3 = flat.view(B, S, D)
-        torch.mul(a.unsqueeze(2), diff3, out=p3)  # multiply, then add: the kernel's roundings
-        if not batch.zero_baseline:
-            p3.add_(batch.baseline.reshape(-1, 1, D))
-        points = flat.view((n,) + shape).detach().requires_grad_(True)
+        points = self._single_chunk_points(batch, a).detach().requires_grad_(True)
         with torch.enable_grad():
             out = check_model_output(self.model(points), n, self.output)
             self.check_target(batch, out)
@@ -532,7 +571,7 @@ class PathEngine:
         scales = None
         coef = w
         if exact:
-            scales = torch.bmm(g3, diff3.transpose(1, 2)).view(B, S)
+            scales = torch.bmm(g3, batch.diff().view(B, D, 1)).view(B, S)
             coef = w * scales
         acc = torch.bmm(coef.unsqueeze(1), g3).view(batch.x.shape)
         check_integral_finite(acc)

@@ -83,10 +83,18 @@ def _probe_alphas(n_probe: int) -> torch.Tensor:
     return torch.arange(n_probe + 1, dtype=torch.float64) / n_probe
 
 
+@functools.lru_cache(maxsize=64)
+def probe_grid(n_probe: int, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """probe_alphas(n_probe) for every example, (B, N + 1) in `dtype` on `device`:
+    converted once per process (read-only; shared between calls)."""
+    return _probe_alphas(n_probe).to(device=device, dtype=dtype).view(1, -1).expand(batch, -1)
+
+
 def adaptive(curves: torch.Tensor, n_steps: int, growth: str = "abs", placement: str = "midpoint",
              floor: int = 1) -> Schedule:
     """SPEC §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example."""
-    c = np.ascontiguousarray(curves.detach().to("cpu", torch.float64).numpy())
+    c = curves.detach() if curves.requires_grad else curves
+    c = (c if c.device.type == "cpu" else c.cpu()).numpy()  # the binding casts to C-ordered float64 itself
     a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor)
     return Schedule(torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(counts))
 

@@ -42,7 +42,7 @@ def parse_target(target: Any, batch: int, device: torch.device, return_range: bo
         if target.dim() == 0:
             t = torch.full((batch,), int(target.item()), dtype=torch.long)
         elif target.dim() == 1:
-            t = target.detach().to("cpu", torch.long)
+            t = target if target.dtype == torch.long and not target.is_cuda else target.to("cpu", torch.long)
         else:
             raise ValueError(f"target must be an int or a 1-d sequence of {batch} ints, got a tensor of shape {tuple(target.shape)}")
     elif isinstance(target, (list, tuple)):
@@ -65,7 +65,8 @@ def parse_target(target: Any, batch: int, device: torch.device, return_range: bo
                 f"target must lie in [0, num_classes); got {lo} (negative targets are not wrapped around: "
                 f"-1 is usually an 'ignore' label)"
             )
-    t = t.to(device)
+    if t.device != device:
+        t = t.to(device)
     return (t, None if lo is None else (lo, hi)) if return_range else t
 
 

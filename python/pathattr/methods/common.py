@@ -23,13 +23,18 @@ def empty_result(batch: PathBatch, name: str, cfg: Dict[str, Any]) -> Attributio
 
 def finish(batch: PathBatch, name: str, cfg: Dict[str, Any], attr: torch.Tensor, sched: Schedule,
            integral: PathIntegral, ends: Optional[Tuple[torch.Tensor, torch.Tensor]],
-           delta_from_sum: bool = False, **extra) -> AttributionResult:
+           delta_from_sum: bool = False, diagnostics: bool = True, **extra) -> AttributionResult:
     """Package attributions (accumulator dtype) and diagnostics; cast back once.
 
     delta = sum_k w_k IF_k - (F(x) - F(x')), i.e. for IG the sum of attributions
     minus the output difference (delta_from_sum), for IDG the same sum taken over
     the importance factors that the gradient pass computed anyway.
+    diagnostics=False (the caller wants neither delta nor details): attributions and
+    targets only, without the few small ops the delta costs.
     """
+    if not diagnostics:
+        attributions = attr if attr.dtype == batch.x.dtype else attr.to(batch.x.dtype)
+        return AttributionResult(attributions=attributions, target=batch.target, method=name)
     delta = None
     if ends is not None:
         f_x, f_b = ends

@@ -69,15 +69,16 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         # ends (alpha = 0 is x' exactly; alpha = 1 is x up to one rounding, replaced
         # by the exact F(x) when target=None needed model(x) first anyway).
         f_x = engine.endpoints(batch, baselines=False)[0] if batch.target is None else None
-        probe_a = schedules.probe_alphas(cfg["n_probe"])
-        curve = engine.path_values(batch, probe_a.view(1, -1).expand(batch.size, -1))
+        curve = engine.path_values(batch, engine.probe_grid(batch, cfg["n_probe"]))
         if f_x is not None:
             curve[:, -1] = f_x
-        ends = (curve[:, -1], curve[:, 0])
+        need_ends = want_delta or want_details or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness"
+        ends = (curve[:, -1], curve[:, 0]) if need_ends else None
         with stage("schedule", engine._ranges):
             sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"],
                                        floor=cfg["floor"])
-        extra = {"probe_alphas": probe_a, "probe_curve": curve}
+        if want_details:
+            extra = {"probe_alphas": schedules.probe_alphas(cfg["n_probe"]), "probe_curve": curve}
     else:
         need_ends = (batch.target is None or want_delta or want_details
                      or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness")
@@ -88,7 +89,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     attr = batch.diff() * integral.acc
     if cfg["normalize"] == "completeness":
         attr = _rescale_to_completeness(attr, ends)
-    return finish(batch, NAME, cfg, attr, sched, integral, ends, **extra)
+    return finish(batch, NAME, cfg, attr, sched, integral, ends, diagnostics=want_delta or want_details, **extra)
 
 
 def _rescale_to_completeness(attr: torch.Tensor, ends) -> torch.Tensor:

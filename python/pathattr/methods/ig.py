@@ -33,4 +33,5 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     ends = engine.endpoints(batch) if (batch.target is None or want_delta or want_details) else None
     integral = engine.integrate(batch, *engine.schedule_tensors(batch, sched), importance="none")
     attr = batch.diff() * integral.acc
-    return finish(batch, NAME, cfg, attr, sched, integral, ends, delta_from_sum=True)
+    return finish(batch, NAME, cfg, attr, sched, integral, ends, delta_from_sum=True,
+                  diagnostics=want_delta or want_details)
