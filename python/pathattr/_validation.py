@@ -109,53 +109,69 @@ def first_tensor(model: Any) -> Optional[torch.Tensor]:
     A Parameter object survives `model.to(...)` (only its data moves), so holding it
     lets a device check cost O(1) per call instead of walking the module tree.
     """
+    found = _first_tensor_at(model)
+    return None if found is None else found[-1]
+
+
+def _first_tensor_at(model: Any):
+    """(module path from the root, "_parameters" or "_buffers", key, tensor) of the first
+    tensor, in the order of model.parameters() then model.buffers() (modules pre-order),
+    read from the modules' dicts directly: the generators cost tens of microseconds."""
     if not isinstance(model, torch.nn.Module):
         return None
-    # The same order as model.parameters() then model.buffers() (modules pre-order), read
-    # from the modules' dicts directly: the generators cost tens of microseconds per call.
     for attr in ("_parameters", "_buffers"):
-        stack = [model]
+        stack = [((), model)]
         while stack:
-            m = stack.pop()
-            for t in getattr(m, attr, {}).values():
+            path, m = stack.pop()
+            for key, t in getattr(m, attr, {}).items():
                 if t is not None:
-                    return t
-            stack.extend(reversed([c for c in m._modules.values() if c is not None]))
+                    return path, attr, key, t
+            stack.extend(reversed([(path + (name,), c) for name, c in m._modules.items() if c is not None]))
     return None
 
 
-_FIRST = weakref.WeakKeyDictionary()  # model -> its first tensor, so an Explainer per call stays cheap
+def _still_there(model: torch.nn.Module, found) -> bool:
+    """The remembered tensor is still at its place in the model (a few dict lookups)."""
+    path, attr, key, t = found
+    try:  # plain dicts, or TorchScript's ordered dicts (no .get)
+        m = model
+        for name in path:
+            m = m._modules[name]
+        return getattr(m, attr)[key] is t
+    except (KeyError, AttributeError, TypeError, RuntimeError):
+        return False
+
+
+_FIRST = weakref.WeakKeyDictionary()  # model -> where its first tensor is, so an Explainer per call stays cheap
 
 
 def model_device_ref(model: Any) -> Optional[torch.Tensor]:
-    """`first_tensor(model)`, remembered per model. A remembered tensor can be stale (the
-    model's parameters replaced by new objects): `check_model_device` then looks again
-    before it reports a mismatch, so staleness never causes a false error."""
+    """`first_tensor(model)`, remembered per model together with where it was found, and
+    looked up again whenever it is no longer there (a parameter or submodule replaced)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
     try:
-        ref = _FIRST.get(model)
+        found = _FIRST.get(model)
     except TypeError:  # a model that cannot be a weak dictionary key (unhashable)
         return first_tensor(model)
-    if ref is None:
-        ref = first_tensor(model)
-        if ref is not None:
-            try:
-                _FIRST[model] = ref
-            except TypeError:
-                pass
-    return ref
+    if found is None or not _still_there(model, found):
+        found = _first_tensor_at(model)
+        if found is None:
+            return None
+        try:
+            _FIRST[model] = found
+        except TypeError:
+            pass
+    return found[-1]
 
 
 def check_model_device(ref: Optional[torch.Tensor], inputs: torch.Tensor, model: Any = None) -> None:
+    """Model and inputs on one device. With `model`, `ref` is re-read from it (cheap when
+    remembered: `model_device_ref`), so a long-lived engine sees parameters replaced later."""
+    if model is not None:
+        ref = model_device_ref(model)
     if ref is None or ref.device == inputs.device:
         return
-    if model is not None:  # the remembered tensor may be stale: look at the model itself
-        ref = first_tensor(model)
-        if ref is None:
-            return
-        try:
-            _FIRST[model] = ref
-        except TypeError:
-            pass
     dev = ref.device
     if dev.type != inputs.device.type or (
         dev.type == "cuda" and dev.index is not None and inputs.device.index is not None and dev.index != inputs.device.index

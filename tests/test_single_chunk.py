@@ -1,0 +1,157 @@
+"""The one-chunk CPU path of the engine (all path rows in one model call, fewest ops)
+against the general chunk loop, and the per-call caches that keep small calls cheap.
+
+The chunk loop is forced with internal_batch_size smaller than B*S (several chunks) or
+with PATHATTR-style profiling on (`set_profiling(True)` makes every engine take the
+loop, whatever the chunk), so both paths see the same inputs.
+"""
+import pytest
+import torch
+
+import pathattr as pa
+from conftest import assert_close
+from pathattr import _profiling
+from pathattr._validation import model_device_ref
+from pathattr.reference import idg as ref_idg
+from pathattr.reference import ig as ref_ig
+from testmodels import MLP, BNCNN, randomize_bn
+
+
+def _loop_engine(explainer):
+    """The same Explainer's engine forced onto the chunk loop (profiling ranges on)."""
+    explainer.engine._ranges = True
+    return explainer
+
+
+def _models():
+    return {"mlp": (MLP(d_in=12, classes=5).eval(), (12,)),
+            "bncnn": (randomize_bn(BNCNN(classes=4)), (3, 9, 7))}
+
+
+@pytest.mark.parametrize("name", ["mlp", "bncnn"])
+@pytest.mark.parametrize("method", ["ig", "idg"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("target_kind", ["same", "mixed", "none"])
+@pytest.mark.parametrize("baseline_kind", ["zero", "per_input", "shared"])
+def test_single_chunk_equals_chunk_loop(name, method, dtype, target_kind, baseline_kind, seed):
+    model, shape = _models()[name]
+    model = model.to(dtype)
+    x = torch.randn((3,) + shape, dtype=dtype)
+    base = {"zero": None, "per_input": 0.3 * torch.randn_like(x), "shared": 0.2 * torch.randn((1,) + shape, dtype=dtype)}[baseline_kind]
+    target = {"same": 2, "mixed": torch.tensor([0, 3, 1]), "none": None}[target_kind]
+    fast = pa.Explainer(model, method, n_steps=9)
+    slow = _loop_engine(pa.Explainer(model, method, n_steps=9))
+    a = fast.attribute(x, base, target, return_details=True, return_convergence_delta=True)
+    b = slow.attribute(x, base, target, return_details=True, return_convergence_delta=True)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-6)
+    assert_close(a.attributions, b.attributions, what="attributions", **tol)
+    assert_close(a.path_values, b.path_values, what="F along the path", **tol)
+    assert_close(a.delta, b.delta, what="delta", **tol)
+    if method == "idg":
+        assert_close(a.importance, b.importance, what="importance factors", **tol)
+        assert_close(a.probe_curve, b.probe_curve, what="probe curve", **tol)
+    assert torch.equal(a.target, b.target)
+
+
+@pytest.mark.parametrize("output", ["logit", "softmax", "log_softmax"])
+def test_single_chunk_matches_references_with_one_shared_target(output, seed):
+    """Every input with the same class takes the column-select path: still the papers' sums."""
+    model = MLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(4, 12, dtype=torch.float64)
+    base = torch.zeros_like(x)
+    ig = pa.integrated_gradients(model, x, target=3, n_steps=16, output=output)
+    assert_close(ig, ref_ig.integrated_gradients(model, x, base, [3] * 4, n_steps=16, output=output),
+                 rtol=1e-9, atol=1e-13, what="IG " + output)
+    idg = pa.integrated_decision_gradients(model, x, target=torch.tensor([3, 3, 3, 3]), n_steps=16, output=output)
+    assert_close(idg, ref_idg.integrated_decision_gradients(model, x, base, [3] * 4, n_steps=16, output=output),
+                 rtol=1e-9, atol=1e-13, what="IDG " + output)
+
+
+def test_single_chunk_callable_output_gets_row_targets(seed):
+    model = MLP(d_in=12, classes=5).double().eval()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    seen = []
+
+    def margin(out, t):
+        seen.append(t.shape)
+        return out.gather(1, t.view(-1, 1)).view(-1) - out.mean(1)
+
+    got = pa.integrated_gradients(model, x, target=2, n_steps=8, output=margin)
+    want = _loop_engine(pa.Explainer(model, "ig", n_steps=8, output=margin)).attribute(x, target=2)
+    assert_close(got, want, rtol=1e-10, atol=1e-12, what="callable output")
+    assert all(s == (24,) for s in seen), seen  # (rows,), never the (rows, 1) gather column
+
+
+def test_target_out_of_range_is_caught_on_the_single_chunk_path():
+    model = MLP(d_in=12, classes=5).eval()
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 5\)"):
+        pa.integrated_gradients(model, torch.randn(2, 12), target=5, n_steps=4)
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 5\)"):
+        pa.integrated_decision_gradients(model, torch.randn(2, 12), target=[1, 7], n_steps=8)
+
+
+def test_nan_gradient_is_caught_on_the_single_chunk_path():
+    class NaNGrad(torch.nn.Module):
+        def forward(self, x):
+            return torch.sqrt(x - x.detach()).sum(1, keepdim=True).expand(-1, 2)  # d sqrt(0) = inf
+
+    with pytest.raises(FloatingPointError, match="not finite"):
+        pa.integrated_gradients(NaNGrad(), torch.rand(2, 5), target=0, n_steps=4)
+
+
+def test_explainer_reuses_buffers_and_default_baseline(seed):
+    model = MLP(d_in=12, classes=5).eval()
+    ex = pa.Explainer(model, "ig", n_steps=8)
+    x = torch.randn(2, 12)
+    first = ex.attribute(x, target=1)
+    buf, zeros = ex.engine._buffer, ex.engine._zeros[1]
+    second = ex.attribute(x * 2, target=1)
+    assert ex.engine._buffer is buf and ex.engine._zeros[1] is zeros
+    assert not torch.equal(first, second) and torch.count_nonzero(zeros) == 0
+    z = ex.engine._zeros_like_input(torch.randn(2, 3, 4, dtype=torch.float64))  # another shape: new zeros
+    assert z.shape == (1, 3, 4) and z.dtype == torch.float64 and torch.count_nonzero(z) == 0
+
+
+def test_remembered_device_reference_follows_replaced_parameters():
+    """The model's first parameter is remembered with where it was found and looked up
+    again once it is gone (a parameter or a whole submodule replaced), so a long-lived
+    Explainer still reports a model moved piece by piece to another device."""
+    model = MLP(d_in=12, classes=5).eval()
+    ex = pa.Explainer(model, "ig", n_steps=4)
+    ex.attribute(torch.randn(2, 12), target=0)
+    assert model_device_ref(model) is next(model.parameters())
+    first = model.net[1]
+    first.weight = torch.nn.Parameter(first.weight.detach().to("meta"))  # one parameter replaced
+    assert model_device_ref(model).device.type == "meta"
+    with pytest.raises(ValueError, match="model is on meta"):
+        ex.attribute(torch.randn(2, 12), target=0)
+    model.net[1] = torch.nn.Linear(12, 16)  # a whole submodule replaced: back on the CPU
+    assert model_device_ref(model) is model.net[1].weight
+    ex.attribute(torch.randn(2, 12), target=0)
+
+
+def test_set_profiling_switches_new_engines():
+    model = MLP(d_in=12, classes=5).eval()
+    before = _profiling.enabled()
+    try:
+        _profiling.set_profiling(True)
+        assert pa.Explainer(model, "ig").engine._ranges is True
+        _profiling.set_profiling(False)
+        assert pa.Explainer(model, "ig").engine._ranges is False
+        with pytest.raises(TypeError, match="on must be True or False"):
+            _profiling.set_profiling("yes")
+    finally:
+        _profiling.set_profiling(before)
+
+
+def test_uniform_schedule_is_shared_and_its_device_copies_are_cached():
+    s1 = pa.schedules.uniform("gausslegendre", 7, 3)
+    s2 = pa.schedules.uniform("gausslegendre", 7, 3)
+    assert s1 is s2 and s1.alphas.dtype == torch.float64 and s1.alphas.shape == (3, 7)
+    a1, w1 = s1.on(torch.device("cpu"), torch.float32, torch.float32)
+    a2, _ = s2.on(torch.device("cpu"), torch.float32, torch.float32)
+    assert a1 is a2 and a1.dtype == torch.float32 and tuple(a1.shape) == (3, 7)
+    assert_close(a1.double(), s1.alphas, rtol=1e-7, atol=1e-8, what="converted alphas")
+    assert_close(w1.double(), s1.weights, rtol=1e-7, atol=1e-8, what="converted weights")
+    p = pa.schedules.probe_grid(4, 2, torch.device("cpu"), torch.float64)
+    assert torch.equal(p, torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]] * 2, dtype=torch.float64))
