@@ -125,7 +125,9 @@ def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
         providers["captum_ig"] = captum
         providers["captum_ig_best"] = lambda: captum(cb)
         extra["captum_ig_best"] = {"internal_batch_size": cb, "chunk_medians": medb}
-    samples = time_interleaved(providers, repeat, device=device)
+    # Cheap cases (a round of every provider well under a second) get at least 15 rounds:
+    # their ratios move most with the machine's phases, and 15 rounds cost seconds.
+    samples = time_interleaved(providers, repeat if med[c] > 0.02 else max(repeat, 15), device=device)
     extra["bare_idg"] = {"note": "bare_fwd_probe then bare_fwd_bwd in one call"}
     rows = []
     for provider, smp in samples.items():
