@@ -1,9 +1,8 @@
 """The one-chunk CPU path of the engine (all path rows in one model call, fewest ops)
 against the general chunk loop, and the per-call caches that keep small calls cheap.
 
-The chunk loop is forced with internal_batch_size smaller than B*S (several chunks) or
-with PATHATTR-style profiling on (`set_profiling(True)` makes every engine take the
-loop, whatever the chunk), so both paths see the same inputs.
+The chunk loop is forced by turning the engine's profiling ranges on (the one-chunk
+path is skipped then, whatever the chunk size), so both paths see the same inputs.
 """
 import pytest
 import torch

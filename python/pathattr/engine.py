@@ -23,8 +23,8 @@ import torch
 
 from . import _profiling, fastpath, schedules
 from ._profiling import stage
-from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, model_device_ref,
-                          normalize_forward_args, prepare_baselines)
+from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
+                          prepare_baselines)
 from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
 
 IMPORTANCE = ("none", "exact", "finite_difference")
@@ -165,7 +165,6 @@ class PathEngine:
             raise ValueError(f"accumulate_dtype must be None, torch.float32 or torch.float64; got {accumulate_dtype!r}")
         self.accumulate_dtype = accumulate_dtype
         self._buffer: Optional[torch.Tensor] = None  # reused interpolation buffer
-        self._device_ref = model_device_ref(model)  # for an O(1) model/input device check
         self._oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self._zeros = None  # (key, tensor): the last default baseline
         self._ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
@@ -175,7 +174,7 @@ class PathEngine:
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
         x = check_inputs(inputs)
-        check_model_device(self._device_ref, x, self.model)
+        check_model_device(None, x, self.model)  # the model's remembered first tensor (model_device_ref)
         base = self._zeros_like_input(x) if baselines is None else prepare_baselines(baselines, x)
         tgt, bounds = parse_target(target, x.shape[0], x.device, return_range=True)
         args = normalize_forward_args(additional_forward_args)
