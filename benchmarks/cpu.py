@@ -14,7 +14,9 @@ and 32, 50 steps. Providers:
                     (pathattr's default among them)
   bare_idg          the floor for IDG: bare forward-only of B*13 probe points at their
                     best chunk, then bare_fwd_bwd, in one call (the passes IDG makes)
-Providers are sampled round-robin, so drifts of a shared machine hit all alike. On
+Providers are sampled round-robin, so drifts of a shared machine hit all alike, and
+each acceptance ratio is reported paired (the median over rounds of the two providers'
+quotient, in which a drift between rounds cancels) and as the quotient of medians. On
 CPU only ratios in one run mean anything; absolute times are for this machine.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ import pathattr as pa
 from pathattr.data.digits import load_digits_data, load_digits_model
 from pathattr.data.models import ResidualCNN
 
-from .harness import Row, best_chunk, environment, table, time_interleaved, write_results
+from .harness import Row, best_chunk, environment, paired_ratio, table, time_interleaved, write_results
 
 STEPS = 50
 CHUNKS = [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
@@ -62,6 +64,17 @@ def _bare_fwd(model, points, target, chunk, device="cpu", autocast=None):
 def _path_points(x, n):
     alphas = torch.rand(n)
     return (alphas.view(1, -1, *([1] * (x.dim() - 1))) * x.unsqueeze(1)).reshape((-1,) + tuple(x.shape[1:]))
+
+
+def rounds(repeat, floor_s):
+    """Rounds of round-robin sampling for a case whose floor takes `floor_s`: cheap cases
+    get more (their ratios move most with the machine's phases, and a round of every
+    provider costs well under a second there), the 1 s+ cases keep `repeat`."""
+    if floor_s < 0.02:
+        return max(repeat, 25)
+    if floor_s < 0.2:
+        return max(repeat, 11)
+    return repeat
 
 
 def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
@@ -125,9 +138,7 @@ def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
         providers["captum_ig"] = captum
         providers["captum_ig_best"] = lambda: captum(cb)
         extra["captum_ig_best"] = {"internal_batch_size": cb, "chunk_medians": medb}
-    # Cheap cases (a round of every provider well under a second) get at least 15 rounds:
-    # their ratios move most with the machine's phases, and 15 rounds cost seconds.
-    samples = time_interleaved(providers, repeat if med[c] > 0.02 else max(repeat, 15), device=device)
+    samples = time_interleaved(providers, rounds(repeat, med[c]), device=device)
     extra["bare_idg"] = {"note": "bare_fwd_probe then bare_fwd_bwd in one call"}
     rows = []
     for provider, smp in samples.items():
@@ -156,7 +167,7 @@ def main(argv=None):
         rows += run_case(f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32), repeat)
     env = environment()
     out = Path(args.out or f"benchmarks/results/cpu-{datetime.date.today().isoformat()}.json")
-    write_results(rows, out, env, {"steps": STEPS, "repeat": repeat, "chunks": CHUNKS})
+    write_results(rows, out, env, {"steps": STEPS, "repeat": repeat, "chunks": CHUNKS}, summary=ratios(rows))
     base = {r.case: "bare_fwd_bwd" for r in rows}
     print()
     print(table(rows, base))
@@ -168,22 +179,40 @@ def main(argv=None):
     return rows
 
 
-def summarize(rows):
-    """The acceptance ratios: IG vs Captum, IG vs its floor, IDG vs its floor."""
+RATIOS = (  # (name, numerator, denominator): the acceptance ratios of the foundation issue and IDG's own
+    ("IG/captum", "pathattr_ig", "captum_ig"),
+    ("IG/captum_best", "pathattr_ig", "captum_ig_best"),
+    ("IG/bare", "pathattr_ig", "bare_fwd_bwd"),
+    ("IG/bare (Explainer)", "pathattr_ig_explainer", "bare_fwd_bwd"),
+    ("IDG/bare", "pathattr_idg", "bare_idg"),
+    ("IDG/bare (Explainer)", "pathattr_idg_explainer", "bare_idg"),
+)
+
+
+def ratios(rows):
+    """Every acceptance ratio per case, two ways: `paired`, the median over rounds of the
+    two providers' quotient (drift between rounds cancels: the headline number), and
+    `of_medians`, the quotient of their medians. {case: {ratio name: {...}}}."""
     by = {}
     for r in rows:
-        by.setdefault(r.case, {})[r.provider] = r.median_s
-    lines = [f"{'case':<22}{'IG/captum':>11}{'IG/captum_best':>16}{'IG/bare':>10}{'IDG/bare':>10}"
-             f"{'IG/bare (Explainer)':>21}{'IDG/bare (Explainer)':>22}"]
-    nan = float("nan")
+        by.setdefault(r.case, {})[r.provider] = r
+    out = {}
     for case, p in by.items():
-        cap = p.get("captum_ig")
-        capb = p.get("captum_ig_best")
-        lines.append(f"{case:<22}{p['pathattr_ig'] / cap if cap else nan:>11.3f}"
-                     f"{p['pathattr_ig'] / capb if capb else nan:>16.3f}"
-                     f"{p['pathattr_ig'] / p['bare_fwd_bwd']:>10.3f}{p['pathattr_idg'] / p['bare_idg']:>10.3f}"
-                     f"{p['pathattr_ig_explainer'] / p['bare_fwd_bwd']:>21.3f}"
-                     f"{p['pathattr_idg_explainer'] / p['bare_idg']:>22.3f}")
+        out[case] = {name: {"paired": paired_ratio(p[a].samples_s, p[b].samples_s),
+                            "of_medians": p[a].median_s / p[b].median_s}
+                     for name, a, b in RATIOS if a in p and b in p}
+    return out
+
+
+def summarize(rows):
+    """The acceptance ratios as text: paired (median of per-round quotients), and the
+    quotient of medians in brackets."""
+    table_ = ratios(rows)
+    names = [n for n, _, _ in RATIOS]
+    lines = [f"{'case':<20}" + "".join(f"{n:>24}" for n in names)]
+    for case, r in table_.items():
+        cells = [f"{r[n]['paired']:.3f} ({r[n]['of_medians']:.3f})" if n in r else "n/a" for n in names]
+        lines.append(f"{case:<20}" + "".join(f"{c:>24}" for c in cells))
     return lines
 
 

@@ -116,6 +116,17 @@ def time_interleaved(providers: Dict[str, Callable[[], object]], repeat: int = 5
     return samples
 
 
+def paired_ratio(num: List[float], den: List[float]) -> float:
+    """The median over rounds of num[i] / den[i], for samples taken round-robin
+    (`time_interleaved`): sample i of both comes from the same stretch of time, so a
+    drift of the machine between rounds cancels in each quotient. The ratio of the two
+    medians does not cancel it: on a VM whose speed wanders by 10-20 % over a run, it
+    moves by about as much (both are reported; see benchmarks/cpu.py)."""
+    if len(num) != len(den) or not num:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty sample lists; got {len(num)} and {len(den)}")
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
 def best_chunk(make: Callable[[int], Callable[[], object]], chunks: List[int], repeat: int, device: str):
     """Time `make(chunk)` for every chunk size; return (best chunk, its samples, all medians)."""
     medians, best = {}, None
@@ -127,9 +138,12 @@ def best_chunk(make: Callable[[int], Callable[[], object]], chunks: List[int], r
     return best[0], best[1], medians
 
 
-def write_results(rows: List[Row], path: Path, env: Dict[str, str], settings: Dict[str, object]) -> Path:
+def write_results(rows: List[Row], path: Path, env: Dict[str, str], settings: Dict[str, object],
+                  summary: Optional[Dict[str, object]] = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"environment": env, "settings": settings, "rows": [asdict(r) for r in rows]}
+    if summary is not None:
+        payload["summary"] = summary
     path.write_text(json.dumps(payload, indent=1))
     return path
 
