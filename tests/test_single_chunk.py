@@ -102,11 +102,14 @@ def test_explainer_reuses_buffers_and_default_baseline(seed):
     model = MLP(d_in=12, classes=5).eval()
     ex = pa.Explainer(model, "ig", n_steps=8)
     x = torch.randn(2, 12)
-    first = ex.attribute(x, target=1)
+    first, _ = ex.attribute(x, target=1, return_convergence_delta=True)  # a delta: the general path
     buf, zeros = ex.engine._buffer, ex.engine._zeros[1]
-    second = ex.attribute(x * 2, target=1)
+    second, _ = ex.attribute(x * 2, target=1, return_convergence_delta=True)
     assert ex.engine._buffer is buf and ex.engine._zeros[1] is zeros
     assert not torch.equal(first, second) and torch.count_nonzero(zeros) == 0
+    third = ex.attribute(x * 3, target=1)  # the latency path (quick.py) lends the same buffer
+    assert ex.engine._buffer is buf
+    assert torch.equal(third, ex.attribute(x * 3, target=1, return_convergence_delta=True)[0])
     z = ex.engine._zeros_like_input(torch.randn(2, 3, 4, dtype=torch.float64))  # another shape: new zeros
     assert z.shape == (1, 3, 4) and z.dtype == torch.float64 and torch.count_nonzero(z) == 0
 

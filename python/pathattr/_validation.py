@@ -34,6 +34,8 @@ def all_finite(t: torch.Tensor) -> bool:
     also give, by overflow) pays for the element-wise check."""
     if t.numel() == 0:
         return True
+    if t.requires_grad:
+        t = t.detach()
     low = t.dtype in (torch.float16, torch.bfloat16)  # sum those in fp32: their range overflows fast
     if math.isfinite(float(t.sum(dtype=torch.float32) if low else t.sum())):
         return True

@@ -174,8 +174,12 @@ class PathEngine:
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
         x = check_inputs(inputs)
+        if x.requires_grad:  # attributions are not differentiable; the path ops write into buffers (out=)
+            x = x.detach()
         check_model_device(None, x, self.model)  # the model's remembered first tensor (model_device_ref)
         base = self._zeros_like_input(x) if baselines is None else prepare_baselines(baselines, x)
+        if base.requires_grad:
+            base = base.detach()
         tgt, bounds = parse_target(target, x.shape[0], x.device, return_range=True)
         args = normalize_forward_args(additional_forward_args)
         acc = self.accumulate_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
@@ -216,19 +220,8 @@ class PathEngine:
         cap of 42: 25 + 25, not 42 + 8; measured on the residual CNN, 3x32x32, batch 1:
         38 ms against 48 ms).
         """
-        if forward_only and self.probe_batch_size:
-            rows = self.probe_batch_size
-        elif self.internal_batch_size is not None:
-            rows = 2 * self.internal_batch_size if forward_only else self.internal_batch_size
-        else:
-            features = max(1, batch.features)
-            kind = batch.x.device.type if batch.x.device.type in _BUDGET else "cpu"
-            rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // features)))
-            rows = 2 * rows if forward_only else rows
-            if total is not None and total > 0:
-                calls = -(-total // rows)
-                rows = -(-total // calls)
-        return min(rows, self._oom_rows) if self._oom_rows else rows
+        return chunk_rows(self.internal_batch_size, self.probe_batch_size, self._oom_rows, batch.features,
+                          batch.x.device.type, forward_only, total)
 
     def _back_off(self, step: int) -> int:
         """After a CUDA out-of-memory error: halve the chunk, remember the cap for later
@@ -524,19 +517,8 @@ class PathEngine:
                 and rows <= self.rows_per_chunk(batch, forward_only=forward_only, total=rows))
 
     def _single_chunk_points(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
-        """All B*S path points, b + a (x - b) (multiply, then add: the kernel's roundings),
-        written into the reused buffer: (B*S, *shape)."""
-        B, S = a.shape
-        n, D = B * S, batch.features
-        buf = self._buffer
-        if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
-            buf = self._buffer = torch.empty((n, D), dtype=batch.x.dtype, device=batch.x.device)
-        flat = buf if buf.shape[0] == n else buf[:n]
-        p3 = flat.view(B, S, D)
-        torch.mul(a.unsqueeze(2), batch.diff().view(B, 1, D), out=p3)
-        if not batch.zero_baseline:
-            p3.add_(batch.baseline.reshape(-1, 1, D))
-        return flat.view((n,) + tuple(batch.x.shape[1:]))
+        """All B*S path points into the reused buffer: (B*S, *shape) (see one_chunk_points)."""
+        return one_chunk_points(self, batch.diff(), a, None if batch.zero_baseline else batch.baseline)
 
     def _path_values_single_chunk(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
         """`path_values` for all rows in one forward-only chunk on CPU (see _single_chunk_ok)."""
@@ -602,6 +584,43 @@ class PathEngine:
             k = int(same.sum())
             fd[same] = (g[same].reshape(k, -1).to(diff.dtype) * diff[examples[same]].reshape(k, -1)).sum(1)
         return fd
+
+
+def chunk_rows(internal_batch_size: Optional[int], probe_batch_size: Optional[int], oom_rows: int, features: int,
+               device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
+    """`PathEngine.rows_per_chunk` from its parts (the latency path asks without an engine)."""
+    if forward_only and probe_batch_size:
+        rows = probe_batch_size
+    elif internal_batch_size is not None:
+        rows = 2 * internal_batch_size if forward_only else internal_batch_size
+    else:
+        kind = device_type if device_type in _BUDGET else "cpu"
+        rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // max(1, features))))
+        rows = 2 * rows if forward_only else rows
+        if total is not None and total > 0:
+            calls = -(-total // rows)
+            rows = -(-total // calls)
+    return min(rows, oom_rows) if oom_rows else rows
+
+
+def one_chunk_points(owner, diff: torch.Tensor, a: torch.Tensor, baseline: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """All B*S path points b + a (x - b) (multiply, then add: the kernel's roundings) as
+    (B*S, *shape), written into `owner._buffer` (reused while it fits; a new one otherwise).
+
+    diff: x - x' (B, *shape), contiguous; a: (B, S) alphas in diff's dtype; baseline:
+    (1 or B, *shape), or None for the zero baseline (no add)."""
+    B, S = a.shape
+    n = B * S
+    D = diff.numel() // B if B else 0
+    buf = owner._buffer
+    if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != diff.dtype or buf.device != diff.device:
+        buf = owner._buffer = torch.empty((n, D), dtype=diff.dtype, device=diff.device)
+    flat = buf if buf.shape[0] == n else buf[:n]
+    p3 = flat.view(B, S, D)
+    torch.mul(a.unsqueeze(2), diff.view(B, 1, D), out=p3)
+    if baseline is not None:
+        p3.add_(baseline.reshape(-1, 1, D))
+    return flat.view((n,) + tuple(diff.shape[1:]))
 
 
 def _joined(chunks, dtype: torch.dtype) -> torch.Tensor:

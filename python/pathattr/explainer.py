@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import methods
+from . import methods, quick
 from .deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine import PathEngine
 from .methods import distribution
@@ -69,6 +69,8 @@ class Explainer:
         self._lock = threading.Lock()
         self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
         self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
+        # IG and probe-scheduled IDG have a flat one-chunk CPU path for small calls (quick.py).
+        self._quick = {"ig": quick.integrated_gradients, "idg": quick.integrated_decision_gradients}.get(self.method)
 
     @property
     def method(self) -> str:
@@ -104,20 +106,30 @@ class Explainer:
             attributions (B, *shape) in the inputs' dtype; (attributions, delta) when
             return_convergence_delta; an AttributionResult when return_details.
         """
-        limit = resolve_deadline(deadline, timeout)
+        limit = None if deadline is None and timeout is None else resolve_deadline(deadline, timeout)
         rows = inputs.shape[0] if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else None
         if self.max_batch is not None and rows is not None and rows > self.max_batch:
             raise ValueError(f"inputs has {rows} rows but this Explainer's max_batch is {self.max_batch}")
         acquire_before(self._lock, limit)
         try:
-            if rows is not None:
+            if rows is not None and limit is not None:
                 check_can_finish(limit, self._timer, rows)
             start = time.perf_counter()
-            res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
+            attr = None
+            if (self._quick is not None and baselines is None and additional_forward_args is None
+                    and not (return_convergence_delta or return_details) and quick.engine_ready(self.engine)):
+                e = self.engine
+                attr = self._quick(e.model, inputs, target, self.settings, e.output, e.internal_batch_size,
+                                   e.probe_batch_size, owner=e, oom_rows=e._oom_rows)
+            if attr is None:
+                res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                                return_details)
             if rows is not None:
                 self._timer.record(rows, time.perf_counter() - start)
         finally:
             self._lock.release()
+        if attr is not None:
+            return attr
         if return_details:
             return res
         if return_convergence_delta:

@@ -75,8 +75,11 @@ def check_target_range(target: Optional[torch.Tensor], model_output: torch.Tenso
     """Every target below the model's number of outputs C (`known_max`: max(target), if known)."""
     if target is None or callable(output) or target.numel() == 0:
         return
-    classes = model_output.shape[1]
-    hi = int(target.max()) if known_max is None else known_max
+    check_class_index(int(target.max()) if known_max is None else known_max, model_output.shape[1])
+
+
+def check_class_index(hi: int, classes: int) -> None:
+    """The largest target `hi` below the model's number of outputs."""
     if hi >= classes:
         raise ValueError(f"target must lie in [0, {classes}) for a model with {classes} outputs; got {hi}")
 

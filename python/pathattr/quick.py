@@ -1,0 +1,165 @@
+"""The latency path: IG and probe-scheduled IDG of a few inputs on the CPU, every path
+point in one model call, in as few Python frames as the arithmetic allows.
+
+Why it exists: at batch 1 on a ~2 ms model the general path (Explainer -> method ->
+engine: argument objects, a batch, a schedule, a result; ~20 Python frames) cost
+7-15 % of the call on this project's 2-core CPU, mostly because the model's passes
+have just evicted that code from the caches; the same ops and checks written flat
+cost ~3 % (benchmarks/cpu.py, digits CNN, batch 1, session 5). The arithmetic is the
+engine's one-chunk path (`one_chunk_points`, one forward+backward, the same `bmm`
+folds in the same order), so the results agree bit for bit (tests/test_quick.py).
+
+Anything unusual returns None before the model runs and the general path takes the
+call: a baseline, extra forward args, a delta or details, target=None, a target that
+is not an int or a (B,) int64 tensor, a negative target, non-finite inputs, inputs
+that are not float32/float64 CPU tensors or that require grad, a model on another
+device, more path points than one chunk, engine settings it does not handle
+(autocast, the triton backend, an accumulate dtype, CUDA graphs, profiling ranges,
+an output callable). So every argument error is still raised by one piece of code.
+An out-of-memory error in a pass also returns None: the general path backs off.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import torch
+
+from . import _profiling, _scheduler, schedules
+from ._validation import model_device_ref
+from .engine import _check_finite_values, check_integral_finite, chunk_rows, one_chunk_points
+from .targets import check_class_index, check_model_output, select_output
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+class _Buffers:
+    """The point buffer of a one-off call (an engine lends its own)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self):
+        self._buffer = None
+
+
+def engine_ready(engine) -> bool:
+    """The engine's settings allow the latency path (read per call: they are public)."""
+    return (engine.autocast is None and engine.backend != "triton" and engine.accumulate_dtype is None
+            and engine.graphs is None and not engine._ranges and isinstance(engine.output, str))
+
+
+def integrated_gradients(model, x, target, cfg: Dict[str, Any], output: str, internal_batch_size: Optional[int],
+                         probe_batch_size: Optional[int] = None, owner=None, oom_rows: int = 0) -> Optional[torch.Tensor]:
+    """IG attributions of `x` (cfg: ig.settings), or None where the general path must run.
+    (probe_batch_size: unused, IG has no forward-only pass; the signature is IDG's.)"""
+    ready = _ready(model, x, target)
+    if ready is None:
+        return None
+    B, D, lo, hi, t = ready
+    S = cfg["n_steps"]
+    if B * S > chunk_rows(internal_batch_size, None, oom_rows, D, "cpu"):
+        return None
+    a, w = schedules.uniform(cfg["rule"], S, B).on(x.device, x.dtype, x.dtype)
+    xc = x.contiguous()
+    try:
+        g3 = _gradients(model, one_chunk_points(owner or _Buffers(), xc, a), B, S, D, lo, hi, t, output)
+    except torch.OutOfMemoryError:
+        return None  # the general path backs off to smaller chunks
+    return xc * _fold(torch.bmm(w.unsqueeze(1), g3), x)
+
+
+def integrated_decision_gradients(model, x, target, cfg: Dict[str, Any], output: str,
+                                  internal_batch_size: Optional[int], probe_batch_size: Optional[int],
+                                  owner=None, oom_rows: int = 0) -> Optional[torch.Tensor]:
+    """Adaptive / paper-schedule IDG with exact importance and no normalisation (cfg:
+    idg.settings), or None where the general path must run."""
+    if cfg["schedule"] == "uniform" or cfg["importance"] != "exact" or cfg["normalize"] != "none":
+        return None
+    ready = _ready(model, x, target)
+    if ready is None:
+        return None
+    B, D, lo, hi, t = ready
+    M, P = cfg["n_steps"], cfg["n_probe"] + 1
+    if (B * M > chunk_rows(internal_batch_size, probe_batch_size, oom_rows, D, "cpu")
+            or B * P > chunk_rows(internal_batch_size, probe_batch_size, oom_rows, D, "cpu", forward_only=True)):
+        return None
+    owner = owner or _Buffers()
+    xc = x.contiguous()
+    # The probe: F at the N + 1 evenly spaced points, forward only.
+    try:
+        with torch.no_grad():
+            out = model(one_chunk_points(owner, xc, schedules.probe_grid(cfg["n_probe"], B, x.device, x.dtype)))
+    except torch.OutOfMemoryError:
+        return None  # the general path backs off to smaller chunks
+    _check_output(out, B * P, hi, output)
+    curve = select_output(out, lo if lo == hi else _row_targets(t, P), output)
+    curve = (curve if curve.dtype == x.dtype else curve.to(x.dtype)).view(B, P)
+    if not math.isfinite(float(curve.sum())):
+        _check_finite_values(curve, "F along the path")
+    a, w, _ = _scheduler.adaptive_grid(curve.numpy(), M, growth=cfg["growth"], placement=cfg["placement"],
+                                       floor=cfg["floor"])
+    a, w = torch.from_numpy(a).to(x.dtype), torch.from_numpy(w).to(x.dtype)
+    # The gradient pass at the scheduled alphas; IF = g . (x - x') per sample.
+    try:
+        g3 = _gradients(model, one_chunk_points(owner, xc, a), B, M, D, lo, hi, t, output)
+    except torch.OutOfMemoryError:
+        return None
+    importance = torch.bmm(g3, xc.view(B, D, 1)).view(B, M)
+    return xc * _fold(torch.bmm((w * importance).unsqueeze(1), g3), x)
+
+
+def _ready(model, x, target):
+    """(B, D, lo, hi, target tensor or None) when the call qualifies (see the module
+    docstring), else None. Costs one reduction: the inputs' finiteness."""
+    if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.dim() >= 1 and x.device.type == "cpu"
+            and not x.requires_grad and callable(model) and not _profiling.enabled()):
+        return None
+    B = x.shape[0]
+    if B == 0:
+        return None
+    if type(target) is int:
+        lo = hi = target
+        t = None
+    elif (isinstance(target, torch.Tensor) and target.dtype == torch.long and target.dim() == 1
+          and target.shape[0] == B and target.device.type == "cpu"):
+        vals = target.tolist()
+        lo, hi, t = min(vals), max(vals), target
+    else:
+        return None
+    if lo < 0 or not math.isfinite(float(x.sum())):
+        return None
+    ref = model_device_ref(model)
+    if ref is not None and ref.device.type != "cpu":
+        return None
+    return B, x.numel() // B, lo, hi, t
+
+
+def _row_targets(t: torch.Tensor, S: int) -> torch.Tensor:
+    """Each input's target repeated for its S path rows, as an (B*S, 1) column."""
+    return t.view(-1, 1, 1).expand(-1, S, 1).reshape(-1, 1)
+
+
+def _check_output(out: Any, rows: int, hi: int, output: str) -> None:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != rows:
+        check_model_output(out, rows, output)  # raises, naming what was expected
+    check_class_index(hi, out.shape[1])
+
+
+def _gradients(model, points, B, S, D, lo, hi, t, output) -> torch.Tensor:
+    """dF/dp at the B*S points in one forward+backward, as (B, S, D); zeros where F
+    does not depend on the input."""
+    points = points.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(points)
+        _check_output(out, B * S, hi, output)
+        f = select_output(out, lo if lo == hi else _row_targets(t, S), output)
+        g = torch.autograd.grad(f.sum(), points, allow_unused=True)[0] if f.requires_grad else None
+    return torch.zeros((B, S, D), dtype=points.dtype) if g is None else g.reshape(B, S, D)
+
+
+def _fold(acc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The folded sum (B, 1, D) in x's shape, checked finite (one reduction)."""
+    acc = acc.view(x.shape)
+    if not math.isfinite(float(acc.sum())):
+        check_integral_finite(acc)
+    return acc
