@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "adaptive_grid.hpp"
 #include "quadrature.hpp"
@@ -46,33 +47,56 @@ py::tuple py_quadrature(const std::string& method, int64_t n) {
     return py::make_tuple(alphas, weights);
 }
 
+// A (rows, cols) array of `src` as float32 (round to nearest, as numpy and torch cast).
+py::array_t<float> to_float32(const std::vector<double>& src, int64_t rows, int64_t cols) {
+    py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
+    float* dst = out.mutable_data();
+    for (size_t i = 0; i < src.size(); ++i) {
+        dst[i] = static_cast<float>(src[i]);
+    }
+    return out;
+}
+
 py::tuple py_adaptive_grid(const py::object& curves_obj, int64_t M, const std::string& growth,
-                           const std::string& placement, int64_t floor, double eps) {
+                           const std::string& placement, int64_t floor, double eps, const std::string& dtype) {
     pathattr::GridOptions opt;
     opt.M = M;
     opt.growth = pathattr::parse_growth(growth);
     opt.placement = pathattr::parse_placement(placement);
     opt.floor = floor;
     opt.eps = eps;
+    if (dtype != "float64" && dtype != "float32") {
+        throw py::value_error("dtype: expected 'float64' or 'float32', got '" + dtype + "'");
+    }
 
     CurveArray curves = ensure_curves(curves_obj);
     const int64_t B = static_cast<int64_t>(curves.shape(0));
     const int64_t N = static_cast<int64_t>(curves.shape(1)) - 1;
     pathattr::check_grid_options(opt, N);
 
-    py::array_t<double> alphas({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
-    py::array_t<double> weights({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
     py::array_t<int64_t> counts({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(N)});
     const double* in = curves.data();
-    double* pa = alphas.mutable_data();
-    double* pw = weights.mutable_data();
     int64_t* pc = counts.mutable_data();
-    {
-        // `curves` keeps its buffer alive (it is a local owning reference) while released.
-        py::gil_scoped_release release;
-        pathattr::adaptive_grid_batch(in, B, N, opt, pa, pw, pc);
+    if (dtype == "float64") {
+        py::array_t<double> alphas({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+        py::array_t<double> weights({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(M)});
+        double* pa = alphas.mutable_data();
+        double* pw = weights.mutable_data();
+        {
+            // `curves` keeps its buffer alive (it is a local owning reference) while released.
+            py::gil_scoped_release release;
+            pathattr::adaptive_grid_batch(in, B, N, opt, pa, pw, pc);
+        }
+        return py::make_tuple(alphas, weights, counts);
     }
-    return py::make_tuple(alphas, weights, counts);
+    // float32: computed in float64 as always, rounded once on the way out (saves the
+    // caller two conversions per call on the latency path).
+    std::vector<double> a(static_cast<size_t>(B * M)), w(static_cast<size_t>(B * M));
+    {
+        py::gil_scoped_release release;
+        pathattr::adaptive_grid_batch(in, B, N, opt, a.data(), w.data(), pc);
+    }
+    return py::make_tuple(to_float32(a, B, M), to_float32(w, B, M), counts);
 }
 
 py::tuple py_truncate(const py::object& curves_obj, double r, const std::string& threshold) {
@@ -119,7 +143,7 @@ Raises:
 
     m.def("adaptive_grid", &py_adaptive_grid, py::arg("curves"), py::arg("M"),
           py::arg("growth") = "abs", py::arg("placement") = "midpoint", py::arg("floor") = 1,
-          py::arg("eps") = 1e-12,
+          py::arg("eps") = 1e-12, py::arg("dtype") = "float64",
           R"doc(Adaptive IDG sampling grid (SPEC section 2.1), batched over rows.
 
 Args:
@@ -131,6 +155,8 @@ Args:
     floor: samples every interval gets first (default 1, >= 0).
     eps: flat-curve threshold; sum of growth <= eps*max(1, max|L|) gives uniform
         shares (default 1e-12, finite, >= 0).
+    dtype: 'float64' (default) or 'float32' for alphas and weights (computed in
+        float64 either way, rounded once to nearest).
 
 Returns:
     (alphas (B, M) float64 ascending per row, weights (B, M) float64,

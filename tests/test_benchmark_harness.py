@@ -5,6 +5,7 @@ a drift of the machine between rounds cancels; these tests hold it to that meani
 """
 import random
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,24 @@ def test_cheap_cases_get_more_rounds():
     assert cpu.rounds(5, 0.05) == 11
     assert cpu.rounds(5, 1.4) == 5
     assert cpu.rounds(30, 0.002) == 30
+
+
+
+def test_a_slow_first_call_does_not_set_the_calls_per_sample():
+    """One-time costs of a provider's first call (imports, caches) must not shrink its
+    calls per sample to 1: every sample would then be one cold call."""
+    from benchmarks.harness import time_interleaved, time_provider
+
+    calls = {"n": 0}
+
+    def first_slow():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.2)
+
+    time_interleaved({"p": first_slow}, repeat=2, warmup=2, min_sample_s=0.01)
+    # 1 untimed + 2 warm-up + 2 samples of many calls each (a ~0 s call fills 10 ms with thousands)
+    assert calls["n"] > 100
+    calls["n"] = 0
+    time_provider(first_slow, repeat=2, warmup=2, min_sample_s=0.01)
+    assert calls["n"] > 100

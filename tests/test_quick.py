@@ -100,6 +100,8 @@ def test_calls_it_does_not_handle_fall_back(seed):
     for what, (inputs, target) in cases.items():
         assert quick.integrated_gradients(model, inputs, target, cfg, "logit", None) is None, what
     assert quick.integrated_gradients(model, x, 1, ig.settings(600, "gausslegendre"), "logit", None) is None  # > 1 chunk
+    with torch.no_grad():  # grad mode off: the general path turns it on for its gradient pass
+        assert quick.integrated_gradients(model, x, 1, cfg, "logit", None) is None
     assert quick.integrated_gradients(model, x, 1, cfg, "logit", 15) is None  # 16 rows > internal_batch_size
     for schedule, kw in (("uniform", {}), ("adaptive", {"importance": "finite_difference"}),
                          ("adaptive", {"normalize": "completeness"})):
@@ -110,6 +112,9 @@ def test_calls_it_does_not_handle_fall_back(seed):
         pa.integrated_gradients(model, nan, target=1)
     with pytest.raises(ValueError, match="target must lie in"):
         pa.integrated_decision_gradients(model, x, target=-1)
+    with torch.inference_mode():
+        assert torch.equal(pa.integrated_gradients(model, x.clone(), target=1, n_steps=8),
+                           _general(model, "ig", x, 1, n_steps=8))
     # inputs that require grad: attributions computed on their values, no graph kept
     a = pa.integrated_gradients(model, x.clone().requires_grad_(), target=1, n_steps=8)
     assert not a.requires_grad and torch.equal(a, pa.integrated_gradients(model, x, target=1, n_steps=8))

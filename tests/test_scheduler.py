@@ -525,3 +525,19 @@ def test_rounding_noise_does_not_move_samples(impl):
             a1, w1, c1 = impl.adaptive_grid(clean[None], M, "abs", placement, floor)
             a2, w2, c2 = impl.adaptive_grid(noisy[None], M, "abs", placement, floor)
             assert np.array_equal(c1, c2) and np.array_equal(a1, a2) and np.array_equal(w1, w2)
+
+
+@settings(max_examples=200, **HYP)
+@given(grid_case())
+def test_float32_output_is_the_float64_grid_rounded_once(case):
+    """dtype='float32' (the latency path's) gives the float64 grid rounded to nearest,
+    exactly as numpy (and torch) cast it; the counts are the same."""
+    curves, M, growth, placement, floor = case
+    kw = dict(growth=growth, placement=placement, floor=floor)
+    a, w, n = native.adaptive_grid(curves, M, **kw)
+    a32, w32, n32 = native.adaptive_grid(curves, M, dtype="float32", **kw)
+    assert a32.dtype == np.float32 and w32.dtype == np.float32 and a32.shape == a.shape
+    assert np.array_equal(a32, a.astype(np.float32)) and np.array_equal(w32, w.astype(np.float32))
+    assert np.array_equal(n32, n)
+    with pytest.raises(ValueError, match="dtype.*'float64' or 'float32'"):
+        native.adaptive_grid(curves, M, dtype="float16", **kw)

@@ -536,9 +536,10 @@ class PathEngine:
         """`integrate` for all B*S rows in one chunk on CPU, in the fewest torch calls.
 
         Same formulas as the chunk loop with the torch backend (points b + a (x - b),
-        IF = g . (x - x'), acc = sum_k w_k IF_k g_k as one batched product per input), so
-        the results agree to rounding; it exists because each small op costs a few
-        microseconds on this path (measured: benchmarks/cpu.py, digits CNN at batch 1).
+        IF = g . (x - x'), acc = sum_k w_k IF_k g_k as one batched product per input; for
+        IG the weights w_k seed the backward and acc is one sum over k), so the results
+        agree to rounding; it exists because each small op costs a few microseconds on
+        this path (measured: benchmarks/cpu.py, digits CNN at batch 1).
         """
         B, S = a.shape
         n, D = B * S, batch.features
@@ -547,14 +548,20 @@ class PathEngine:
             out = check_model_output(self.model(points), n, self.output)
             self.check_target(batch, out)
             f = select_output(out, self._row_select(batch, 0, n, S), self.output)
-            g = torch.autograd.grad(f.sum(), points, allow_unused=True)[0] if f.requires_grad else None
+            g = None
+            if f.requires_grad and exact:
+                g = torch.autograd.grad(f.sum(), points, allow_unused=True)[0]
+            elif f.requires_grad:  # IG: the weights ride on the backward, the fold is one sum over k
+                wr = w.reshape(-1)
+                g = torch.autograd.grad(f, points, grad_outputs=wr if wr.dtype == f.dtype else wr.to(f.dtype),
+                                        allow_unused=True)[0]
         g3 = torch.zeros((B, S, D), dtype=batch.x.dtype) if g is None else g.reshape(B, S, D)
         scales = None
-        coef = w
         if exact:
             scales = torch.bmm(g3, batch.diff().view(B, D, 1)).view(B, S)
-            coef = w * scales
-        acc = torch.bmm(coef.unsqueeze(1), g3).view(batch.x.shape)
+            acc = torch.bmm((w * scales).unsqueeze(1), g3).view(batch.x.shape)
+        else:
+            acc = g3.sum(1).view(batch.x.shape)
         check_integral_finite(acc)
         values = f.detach()
         return PathIntegral(acc, (values if values.dtype == batch.acc_dtype else values.to(batch.acc_dtype)).view(B, S),

@@ -120,7 +120,7 @@ class Explainer:
                     and not (return_convergence_delta or return_details) and quick.engine_ready(self.engine)):
                 e = self.engine
                 attr = self._quick(e.model, inputs, target, self.settings, e.output, e.internal_batch_size,
-                                   e.probe_batch_size, owner=e, oom_rows=e._oom_rows)
+                                   e.probe_batch_size, oom_rows=e._oom_rows)
             if attr is None:
                 res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
                                 return_details)

@@ -6,14 +6,16 @@ engine: argument objects, a batch, a schedule, a result; ~20 Python frames) cost
 7-15 % of the call on this project's 2-core CPU, mostly because the model's passes
 have just evicted that code from the caches; the same ops and checks written flat
 cost ~3 % (benchmarks/cpu.py, digits CNN, batch 1, session 5). The arithmetic is the
-engine's one-chunk path (`one_chunk_points`, one forward+backward, the same `bmm`
-folds in the same order), so the results agree bit for bit (tests/test_quick.py).
+engine's one-chunk path (points a (x - 0), one forward+backward, for IG the weights
+seeding the backward and one sum over the samples, for IDG the same two `bmm` folds),
+so the results agree bit for bit (tests/test_quick.py).
 
 Anything unusual returns None before the model runs and the general path takes the
 call: a baseline, extra forward args, a delta or details, target=None, a target that
 is not an int or a (B,) int64 tensor, a negative target, non-finite inputs, inputs
-that are not float32/float64 CPU tensors or that require grad, a model on another
-device, more path points than one chunk, engine settings it does not handle
+that are not float32/float64 CPU tensors or that require grad, grad mode off (inside
+torch.no_grad or inference_mode), a model on another device, more path points than
+one chunk, engine settings it does not handle
 (autocast, the triton backend, an accumulate dtype, CUDA graphs, profiling ranges,
 an output callable). So every argument error is still raised by one piece of code.
 An out-of-memory error in a pass also returns None: the general path backs off.
@@ -27,19 +29,11 @@ import torch
 
 from . import _profiling, _scheduler, schedules
 from ._validation import model_device_ref
-from .engine import _check_finite_values, check_integral_finite, chunk_rows, one_chunk_points
+from .engine import _check_finite_values, check_integral_finite, chunk_rows
 from .targets import check_class_index, check_model_output, select_output
 
 _FLOATS = (torch.float32, torch.float64)
-
-
-class _Buffers:
-    """The point buffer of a one-off call (an engine lends its own)."""
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self):
-        self._buffer = None
+_NUMPY_NAME = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def engine_ready(engine) -> bool:
@@ -49,7 +43,7 @@ def engine_ready(engine) -> bool:
 
 
 def integrated_gradients(model, x, target, cfg: Dict[str, Any], output: str, internal_batch_size: Optional[int],
-                         probe_batch_size: Optional[int] = None, owner=None, oom_rows: int = 0) -> Optional[torch.Tensor]:
+                         probe_batch_size: Optional[int] = None, oom_rows: int = 0) -> Optional[torch.Tensor]:
     """IG attributions of `x` (cfg: ig.settings), or None where the general path must run.
     (probe_batch_size: unused, IG has no forward-only pass; the signature is IDG's.)"""
     ready = _ready(model, x, target)
@@ -61,16 +55,16 @@ def integrated_gradients(model, x, target, cfg: Dict[str, Any], output: str, int
         return None
     a, w = schedules.uniform(cfg["rule"], S, B).on(x.device, x.dtype, x.dtype)
     xc = x.contiguous()
-    try:
-        g3 = _gradients(model, one_chunk_points(owner or _Buffers(), xc, a), B, S, D, lo, hi, t, output)
+    try:  # the weights ride on the backward: sum_k w_k g_k is then one sum over k
+        g = _gradients(model, _points(xc, a, B, S, D), B * S, lo, hi, t, S, output, w.reshape(-1))
     except torch.OutOfMemoryError:
         return None  # the general path backs off to smaller chunks
-    return xc * _fold(torch.bmm(w.unsqueeze(1), g3), x)
+    return (xc.view(B, D) * _checked(g.view(B, S, D).sum(1))).view(x.shape)
 
 
 def integrated_decision_gradients(model, x, target, cfg: Dict[str, Any], output: str,
                                   internal_batch_size: Optional[int], probe_batch_size: Optional[int],
-                                  owner=None, oom_rows: int = 0) -> Optional[torch.Tensor]:
+                                  oom_rows: int = 0) -> Optional[torch.Tensor]:
     """Adaptive / paper-schedule IDG with exact importance and no normalisation (cfg:
     idg.settings), or None where the general path must run."""
     if cfg["schedule"] == "uniform" or cfg["importance"] != "exact" or cfg["normalize"] != "none":
@@ -83,36 +77,37 @@ def integrated_decision_gradients(model, x, target, cfg: Dict[str, Any], output:
     if (B * M > chunk_rows(internal_batch_size, probe_batch_size, oom_rows, D, "cpu")
             or B * P > chunk_rows(internal_batch_size, probe_batch_size, oom_rows, D, "cpu", forward_only=True)):
         return None
-    owner = owner or _Buffers()
     xc = x.contiguous()
     # The probe: F at the N + 1 evenly spaced points, forward only.
     try:
         with torch.no_grad():
-            out = model(one_chunk_points(owner, xc, schedules.probe_grid(cfg["n_probe"], B, x.device, x.dtype)))
+            out = model(_points(xc, schedules.probe_grid(cfg["n_probe"], B, x.device, x.dtype), B, P, D))
     except torch.OutOfMemoryError:
         return None  # the general path backs off to smaller chunks
     _check_output(out, B * P, hi, output)
     curve = select_output(out, lo if lo == hi else _row_targets(t, P), output)
     curve = (curve if curve.dtype == x.dtype else curve.to(x.dtype)).view(B, P)
-    if not math.isfinite(float(curve.sum())):
+    try:
+        a, w, _ = _scheduler.adaptive_grid(curve.numpy(), M, growth=cfg["growth"], placement=cfg["placement"],
+                                           floor=cfg["floor"], dtype=_NUMPY_NAME[x.dtype])
+    except ValueError:  # the scheduler refuses non-finite curves: say it as the engine does
         _check_finite_values(curve, "F along the path")
-    a, w, _ = _scheduler.adaptive_grid(curve.numpy(), M, growth=cfg["growth"], placement=cfg["placement"],
-                                       floor=cfg["floor"])
-    a, w = torch.from_numpy(a).to(x.dtype), torch.from_numpy(w).to(x.dtype)
+        raise
+    a, w = torch.from_numpy(a), torch.from_numpy(w)  # already in x's dtype (rounded once in C++)
     # The gradient pass at the scheduled alphas; IF = g . (x - x') per sample.
     try:
-        g3 = _gradients(model, one_chunk_points(owner, xc, a), B, M, D, lo, hi, t, output)
+        g3 = _gradients(model, _points(xc, a, B, M, D), B * M, lo, hi, t, M, output).view(B, M, D)
     except torch.OutOfMemoryError:
         return None
     importance = torch.bmm(g3, xc.view(B, D, 1)).view(B, M)
-    return xc * _fold(torch.bmm((w * importance).unsqueeze(1), g3), x)
+    return xc * _checked(torch.bmm((w * importance).unsqueeze(1), g3)).view(x.shape)
 
 
 def _ready(model, x, target):
     """(B, D, lo, hi, target tensor or None) when the call qualifies (see the module
     docstring), else None. Costs one reduction: the inputs' finiteness."""
     if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.dim() >= 1 and x.device.type == "cpu"
-            and not x.requires_grad and callable(model) and not _profiling.enabled()):
+            and not x.requires_grad and callable(model) and torch.is_grad_enabled() and not _profiling.enabled()):
         return None
     B = x.shape[0]
     if B == 0:
@@ -134,6 +129,13 @@ def _ready(model, x, target):
     return B, x.numel() // B, lo, hi, t
 
 
+def _points(xc: torch.Tensor, a: torch.Tensor, B: int, S: int, D: int) -> torch.Tensor:
+    """The B*S path points a (x - 0) (the zero baseline: one multiply, as the engine's
+    one-chunk path), as a new (B*S, *shape) tensor: at this size a fresh allocation
+    measured cheaper than managing a reused buffer."""
+    return torch.mul(a.unsqueeze(2), xc.view(B, 1, D)).view((B * S,) + tuple(xc.shape[1:]))
+
+
 def _row_targets(t: torch.Tensor, S: int) -> torch.Tensor:
     """Each input's target repeated for its S path rows, as an (B*S, 1) column."""
     return t.view(-1, 1, 1).expand(-1, S, 1).reshape(-1, 1)
@@ -145,21 +147,23 @@ def _check_output(out: Any, rows: int, hi: int, output: str) -> None:
     check_class_index(hi, out.shape[1])
 
 
-def _gradients(model, points, B, S, D, lo, hi, t, output) -> torch.Tensor:
-    """dF/dp at the B*S points in one forward+backward, as (B, S, D); zeros where F
-    does not depend on the input."""
-    points = points.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = model(points)
-        _check_output(out, B * S, hi, output)
-        f = select_output(out, lo if lo == hi else _row_targets(t, S), output)
-        g = torch.autograd.grad(f.sum(), points, allow_unused=True)[0] if f.requires_grad else None
-    return torch.zeros((B, S, D), dtype=points.dtype) if g is None else g.reshape(B, S, D)
+def _gradients(model, points, rows, lo, hi, t, S, output, weights=None) -> torch.Tensor:
+    """dF/dp at the path points in one forward+backward (grad mode is on: `_ready`), each
+    row scaled by `weights` (rows,) when given; zeros where F does not depend on the input."""
+    points.requires_grad_(True)
+    out = model(points)
+    _check_output(out, rows, hi, output)
+    f = select_output(out, lo if lo == hi else _row_targets(t, S), output)
+    g = None
+    if f.requires_grad:
+        seed = f.sum() if weights is None else f
+        grad_out = None if weights is None else (weights if weights.dtype == f.dtype else weights.to(f.dtype))
+        g = torch.autograd.grad(seed, points, grad_outputs=grad_out, allow_unused=True)[0]
+    return torch.zeros_like(points) if g is None else g
 
 
-def _fold(acc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The folded sum (B, 1, D) in x's shape, checked finite (one reduction)."""
-    acc = acc.view(x.shape)
+def _checked(acc: torch.Tensor) -> torch.Tensor:
+    """The folded sum, checked finite (one reduction)."""
     if not math.isfinite(float(acc.sum())):
         check_integral_finite(acc)
     return acc
