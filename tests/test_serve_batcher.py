@@ -35,7 +35,8 @@ class _Recording:
         if (x[:, 0] == 13).any():
             raise ValueError("row 13 is poison")
         t = self.model(x).argmax(1) if target is None else target
-        return pa.AttributionResult(attributions=x * (t.view(-1, 1) + 1), target=t)
+        res = pa.AttributionResult(attributions=x * (t.view(-1, 1) + 1), target=t)
+        return res if return_details else res.attributions  # as Explainer.attribute
 
 
 def test_requests_are_merged_and_routed_back(seed):
@@ -108,6 +109,36 @@ def test_batcher_with_a_real_explainer_equals_direct_calls(seed):
         attr, t = f.result(30)
         assert_close(attr, pa.Explainer(model, "idg", n_steps=12).attribute(x), rtol=1e-10, atol=1e-12)
         assert torch.equal(t, model(x).argmax(1))
+    b.close()
+
+
+def test_batcher_takes_the_latency_path_and_leaves_callable_outputs_to_the_library(seed, monkeypatch):
+    """Named output: targets (given or argmax) are resolved by the batcher and the plain
+    call runs on the latency path. An output callable with no targets: the library decides."""
+    from pathattr import quick
+
+    ran = []
+    real = quick._gradients
+    monkeypatch.setattr(quick, "_gradients", lambda *a, **k: (ran.append(1), real(*a, **k))[1])
+    model = MLP(d_in=5, classes=4).double().eval()
+    b = DynamicBatcher(pa.Explainer(model, "ig", n_steps=8), max_batch=4, max_wait_ms=1).start()
+    x = torch.randn(1, 5, dtype=torch.float64)
+    for t in ([2], [None]):
+        attr, tout = b.submit(x, t).result(30)
+        want_t = model(x).argmax(1) if t[0] is None else torch.tensor(t)
+        assert torch.equal(tout, want_t)
+        assert torch.equal(attr, pa.Explainer(model, "ig", n_steps=8).attribute(x, target=want_t,
+                                                                              return_details=True).attributions)
+    assert len(ran) == 2
+    b.close()
+
+    def margin(out, target):  # needs no class: top logit minus the mean
+        return out.max(1).values - out.mean(1)
+
+    b = DynamicBatcher(pa.Explainer(model, "ig", n_steps=8, output=margin), max_batch=4, max_wait_ms=1).start()
+    attr, tout = b.submit(x, [None]).result(30)
+    assert torch.equal(attr, pa.Explainer(model, "ig", n_steps=8, output=margin).attribute(x))
+    assert len(ran) == 2
     b.close()
 
 

@@ -201,24 +201,33 @@ class DynamicBatcher:
         targets = [t for r in reqs for t in r.targets]
         dev = _device(ex.model)
         x = x.to(dev)
-        if all(t is None for t in targets):
+        # With a named output every row's target is resolved here (the argmax the library
+        # would take, from the same one forward of x), so the call below is the plain one
+        # that small CPU batches run on the latency path (pathattr/quick.py). An output
+        # callable may not want class targets: all-None rows are left to the library.
+        named = isinstance(getattr(getattr(ex, "engine", None), "output", "logit"), str)
+        if all(t is None for t in targets) and not named:
             tgt = None
         else:
-            if any(t is None for t in targets):  # the argmax the library would take, for those rows
+            if any(t is None for t in targets):
                 with torch.no_grad():
                     top = ex.model(x).argmax(1).tolist()
                 targets = [top[i] if t is None else t for i, t in enumerate(targets)]
             tgt = torch.tensor(targets, dtype=torch.long, device=dev)
         start = time.perf_counter()
-        res = ex.attribute(x, target=tgt, return_details=True)
+        if tgt is None:
+            res = ex.attribute(x, target=None, return_details=True)
+            attr, tout = res.attributions, res.target
+        else:
+            attr, tout = ex.attribute(x, target=tgt), tgt
         took = time.perf_counter() - start
         self._timer.record(x.shape[0], took)
         if self.metrics is not None:
             self.metrics.batch_size.observe(x.shape[0])
             self.metrics.batch_requests.observe(len(reqs))
             self.metrics.compute.observe(took)
-        attr = res.attributions.detach().cpu()
-        tout = res.target.detach().cpu()
+        attr = attr.detach().cpu()
+        tout = tout.detach().cpu()
         sizes = [r.inputs.shape[0] for r in reqs]
         return list(zip(torch.split(attr, sizes), torch.split(tout, sizes)))
 
