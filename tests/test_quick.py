@@ -168,3 +168,18 @@ def test_settings_and_engine_changes_are_honoured(taken):
         pa.integrated_gradients(model, x, target=1, output="probability")
     with pytest.raises(ValueError, match="backend must be"):
         pa.integrated_decision_gradients(model, x, target=1, backend="cuda")
+
+
+@pytest.mark.parametrize("method", ["ig", "idg"])
+def test_non_contiguous_and_channels_last_inputs(method, taken, seed):
+    model = randomize_bn(BNCNN(classes=4)).double()
+    base = torch.randn(3, 9, 7, 3, dtype=torch.float64)
+    layouts = {"permuted": base.permute(0, 3, 1, 2),  # (3, 3, 9, 7), not contiguous
+               "channels_last": base.permute(0, 3, 1, 2).contiguous().to(memory_format=torch.channels_last)}
+    fn = pa.integrated_gradients if method == "ig" else pa.integrated_decision_gradients
+    for name, x in layouts.items():
+        n = len(taken)
+        got = fn(model, x, target=torch.tensor([0, 3, 1]), n_steps=10)
+        assert len(taken) == n + 1, name
+        want = _general(model, method, x.contiguous(), torch.tensor([0, 3, 1]), n_steps=10)
+        assert got.shape == x.shape and torch.equal(got, want), name
