@@ -517,8 +517,19 @@ class PathEngine:
                 and rows <= self.rows_per_chunk(batch, forward_only=forward_only, total=rows))
 
     def _single_chunk_points(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
-        """All B*S path points into the reused buffer: (B*S, *shape) (see one_chunk_points)."""
-        return one_chunk_points(self, batch.diff(), a, None if batch.zero_baseline else batch.baseline)
+        """All B*S path points, b + a (x - b) (multiply, then add: the kernel's roundings),
+        written into the reused buffer: (B*S, *shape)."""
+        B, S = a.shape
+        n, D = B * S, batch.features
+        buf = self._buffer
+        if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != batch.x.dtype or buf.device != batch.x.device:
+            buf = self._buffer = torch.empty((n, D), dtype=batch.x.dtype, device=batch.x.device)
+        flat = buf if buf.shape[0] == n else buf[:n]
+        p3 = flat.view(B, S, D)
+        torch.mul(a.unsqueeze(2), batch.diff().view(B, 1, D), out=p3)
+        if not batch.zero_baseline:
+            p3.add_(batch.baseline.reshape(-1, 1, D))
+        return flat.view((n,) + tuple(batch.x.shape[1:]))
 
     def _path_values_single_chunk(self, batch: PathBatch, a: torch.Tensor) -> torch.Tensor:
         """`path_values` for all rows in one forward-only chunk on CPU (see _single_chunk_ok)."""
@@ -608,26 +619,6 @@ def chunk_rows(internal_batch_size: Optional[int], probe_batch_size: Optional[in
             calls = -(-total // rows)
             rows = -(-total // calls)
     return min(rows, oom_rows) if oom_rows else rows
-
-
-def one_chunk_points(owner, diff: torch.Tensor, a: torch.Tensor, baseline: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """All B*S path points b + a (x - b) (multiply, then add: the kernel's roundings) as
-    (B*S, *shape), written into `owner._buffer` (reused while it fits; a new one otherwise).
-
-    diff: x - x' (B, *shape), contiguous; a: (B, S) alphas in diff's dtype; baseline:
-    (1 or B, *shape), or None for the zero baseline (no add)."""
-    B, S = a.shape
-    n = B * S
-    D = diff.numel() // B if B else 0
-    buf = owner._buffer
-    if buf is None or buf.shape[0] < n or buf.shape[1] != D or buf.dtype != diff.dtype or buf.device != diff.device:
-        buf = owner._buffer = torch.empty((n, D), dtype=diff.dtype, device=diff.device)
-    flat = buf if buf.shape[0] == n else buf[:n]
-    p3 = flat.view(B, S, D)
-    torch.mul(a.unsqueeze(2), diff.view(B, 1, D), out=p3)
-    if baseline is not None:
-        p3.add_(baseline.reshape(-1, 1, D))
-    return flat.view((n,) + tuple(diff.shape[1:]))
 
 
 def _joined(chunks, dtype: torch.dtype) -> torch.Tensor:

@@ -132,7 +132,7 @@ def _ready(model, x, target):
 def _points(xc: torch.Tensor, a: torch.Tensor, B: int, S: int, D: int) -> torch.Tensor:
     """The B*S path points a (x - 0) (the zero baseline: one multiply, as the engine's
     one-chunk path), as a new (B*S, *shape) tensor: at this size a fresh allocation
-    measured cheaper than managing a reused buffer."""
+    measured no slower than the engine's reused buffer (within ~1 %), and keeps no state."""
     return torch.mul(a.unsqueeze(2), xc.view(B, 1, D)).view((B * S,) + tuple(xc.shape[1:]))
 
 
