@@ -201,12 +201,14 @@ class DynamicBatcher:
         targets = [t for r in reqs for t in r.targets]
         dev = _device(ex.model)
         x = x.to(dev)
-        # With a named output every row's target is resolved here (the argmax the library
-        # would take, from the same one forward of x), so the call below is the plain one
-        # that small CPU batches run on the latency path (pathattr/quick.py). An output
-        # callable may not want class targets: all-None rows are left to the library.
-        named = isinstance(getattr(getattr(ex, "engine", None), "output", "logit"), str)
-        if all(t is None for t in targets) and not named:
+        # On CPU with a named output every row's target is resolved here (the argmax the
+        # library would take, from one forward of x), so the call below is the plain one
+        # that small batches run on the latency path (pathattr/quick.py). An output
+        # callable may not want class targets, and on CUDA the library's own resolution
+        # runs inside its captured graphs (an extra eager forward here would not): there
+        # all-None rows are left to the library.
+        mine = dev.type == "cpu" and isinstance(getattr(getattr(ex, "engine", None), "output", "logit"), str)
+        if all(t is None for t in targets) and not mine:
             tgt = None
         else:
             if any(t is None for t in targets):
