@@ -3,7 +3,7 @@
 python/pathattr installs as `pathattr`, fastpath/ as `pathattr.fastpath`.
 The extension has no torch dependency, so the build needs only pybind11.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 
 ext = Pybind11Extension(
@@ -16,9 +16,9 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=["pathattr", "pathattr.reference", "pathattr.methods", "pathattr.data", "pathattr.fastpath",
-              "pathattr.metrics"],
-    package_dir={"pathattr": "python/pathattr", "pathattr.fastpath": "fastpath"},
+    # Found, not listed: a new subpackage cannot be left out of the wheel.
+    packages=find_packages("python") + ["pathattr.fastpath"],
+    package_dir={"": "python", "pathattr.fastpath": "fastpath"},
     package_data={"pathattr.data": ["*.pt", "*.json"]},
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},

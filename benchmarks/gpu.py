@@ -191,7 +191,7 @@ def accuracy(model, B):
 def profile(model, B, dtype, out_dir):
     from torch.profiler import ProfilerActivity, profile as prof
 
-    from pathattr._profiling import set_profiling
+    from pathattr.engine.profiling import set_profiling
 
     set_profiling(True)  # named stage ranges in the engine
     ex = pa.Explainer(model, "idg", n_steps=STEPS, autocast=dtype, n_probe=50)

@@ -23,7 +23,7 @@ import torch
 
 import pathattr as pa
 from pathattr.data.digits import load_digits_data, load_digits_model
-from pathattr.job import JobConfig, run_job
+from pathattr.apps.job import JobConfig, run_job
 
 from .harness import Row, environment, table, time_interleaved, write_results
 

@@ -10,7 +10,7 @@ AUC, DiffID, AIC/SIC (PIC; Burnt Snacks only), localisation on the target square
 on Local Minimum agreement with exact BShap (d = 6). Mean over images with a seeded
 bootstrap 95 % interval. Part 2 (`efficiency`): `quality_efficiency`. Writes
 quality.json, quality.md, efficiency-*.png, examples-*.png into the output folder
-(default benchmarks/results/quality/) and the HTML report (pathattr.quality_report).
+(default benchmarks/results/quality/) and the HTML report (pathattr.apps.quality_report).
 """
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def efficiency_markdown(eff: Dict, keys: Optional[Sequence[str]] = None) -> str:
 
 
 def write_plots(out: Path, eff: Optional[Dict], example_maps: Dict) -> List[str]:
-    from pathattr import viz
+    from pathattr.apps import viz
 
     files = []
     if eff:
@@ -318,7 +318,7 @@ def confirm(out, names: Sequence[str], n_inputs: int = 8, offset: int = 64, quie
 
 def render(out) -> Path:
     """(Re)write quality.md, the efficiency plots and report.html from quality.json."""
-    from pathattr.quality_report import write_quality_report
+    from pathattr.apps.quality_report import write_quality_report
 
     out = Path(out)
     doc = json.loads((out / "quality.json").read_text())

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pathattr import schedules
-from pathattr.engine import PathEngine
+from pathattr.engine import schedule as schedules
+from pathattr.engine.core import PathEngine
 
 GRID = (8, 16, 32, 64, 128, 256, 512, 1024)
 QUICK_GRID = (8, 16, 32, 64)

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 import pathattr as pa
-from pathattr.lpi import build_reference_bank
+from pathattr.baselines.lpi_bank import build_reference_bank
 
 BUDGET = 50
 METHODS = ("IG", "Left-IG", "Guided IG", "AGI", "EG", "LPI", "IDG uniform", "IDG adaptive")

@@ -56,7 +56,7 @@ def main(argv=None):
     refs, _ = load_digits_data("train")
     x, refs = x[:args.batch].to(device), refs.to(device)
     target = model(x).argmax(1)
-    bank = pa.lpi.build_reference_bank(model, refs, n_neighbourhoods=9, n_references=20, seed=0)
+    bank = pa.build_reference_bank(model, refs, n_neighbourhoods=9, n_references=20, seed=0)
     r = torch.arange(8, device=device)
     mask = ((r.view(8, 1) // 2) * 4 + r.view(1, 8) // 2).view(1, 8, 8)  # 16 superpixels of 2x2
     cases = {

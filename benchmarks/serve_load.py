@@ -1,6 +1,6 @@
-"""Load test of `pathattr serve` on loopback with a real load generator (wrk).
+"""Load test of `pathattr.apps.serve` on loopback with a real load generator (wrk).
 
-Starts `pathattr serve` (bundled digits model, IDG) in a subprocess, then runs wrk
+Starts `pathattr.apps.serve` (bundled digits model, IDG) in a subprocess, then runs wrk
 for `--seconds` at each client count (default 1, 8, 32; one request = one instance,
 bodies cycled over held-out digits by a Lua script). Per level it records throughput,
 latency percentiles, errors (socket errors, timeouts, non-2xx), the batch sizes the
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from pathattr.serve.runner import wait_until_ready
+from pathattr.apps.serve.runner import wait_until_ready
 from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import environment
@@ -99,7 +99,7 @@ def _run_levels(wrk, script, path, clients, seconds, method, max_batch, max_wait
     """Start a server, run wrk at each client count; returns [model status, row, row, ...]."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "pathattr.cli", "serve", "--port", str(port), "--method", method,
+    cmd = [sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--method", method,
            "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
     if threads is not None:
         cmd += ["--threads", str(threads)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import pathattr as pa
-from pathattr import viz
+from pathattr.apps import viz
 from pathattr.data import scenario_models as sm
 
 

@@ -12,7 +12,7 @@ asserted < 0.1 on noise, where a model that ignored c would follow the noise).
 import torch
 
 import pathattr as pa
-from pathattr import certainty as ct
+from pathattr.certainty import model as ct
 from pathattr.data.certainty_task import PLACES, PRIOR, load_certainty_model, make_patches_data
 
 

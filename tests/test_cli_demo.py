@@ -8,7 +8,7 @@ from matplotlib.image import imread
 
 def test_demo_writes_pictures_and_summary(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "pathattr.cli", "demo", "--out", str(out), "--limit", "12",
+    proc = subprocess.run([sys.executable, "-m", "pathattr", "demo", "--out", str(out), "--limit", "12",
                            "--steps", "8"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "images/s" in proc.stdout
@@ -20,6 +20,6 @@ def test_demo_writes_pictures_and_summary(tmp_path):
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pathattr.cli", "demo", "--steps", "0", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "pathattr", "demo", "--steps", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--steps" in proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pathattr import viz
+from pathattr.apps import viz
 from pathattr.data import digits
 from pathattr.data.digits import load_digits_data, load_digits_model
 from pathattr.data.models import DigitsCNN, ResidualCNN, SmoothMLP, TanhMLP, count_parameters

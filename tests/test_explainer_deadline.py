@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pathattr as pa
-from pathattr.deadline import CallTimer, resolve_deadline
+from pathattr.engine.deadline import CallTimer, resolve_deadline
 
 from conftest import assert_close
 from testmodels import MLP

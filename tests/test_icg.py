@@ -7,7 +7,7 @@ from torch import nn
 
 import pathattr as pa
 from conftest import assert_close
-from pathattr import certainty as ct
+from pathattr.certainty import model as ct
 from pathattr.reference import layer as ref
 
 

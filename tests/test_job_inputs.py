@@ -13,8 +13,8 @@ pytest.importorskip("zarr")
 
 from conftest import assert_close  # noqa: E402
 from jobfactories import SHAPE, open_store, tiny_cnn, tiny_dataset  # noqa: E402
-from pathattr.cli import main  # noqa: E402
-from pathattr.job import JobConfig, JobError, run_job  # noqa: E402
+from pathattr.apps.cli import main  # noqa: E402
+from pathattr.apps.job import JobConfig, JobError, run_job  # noqa: E402
 
 
 _open = open_store

@@ -17,9 +17,9 @@ pytest.importorskip("sklearn")
 import pathattr  # noqa: E402
 from conftest import assert_close  # noqa: E402
 from jobfactories import open_store  # noqa: E402
-from pathattr.cli import main  # noqa: E402
+from pathattr.apps.cli import main  # noqa: E402
 from pathattr.data.digits import load_digits_data, load_digits_model  # noqa: E402
-from pathattr.job import JobConfig, JobError, run_job  # noqa: E402
+from pathattr.apps.job import JobConfig, JobError, run_job  # noqa: E402
 
 N = 16
 N_REFS = 120  # training digits in the reference file
@@ -81,9 +81,9 @@ def test_lpi_job_with_a_cli_bank_equals_local_path_integration(tmp_path, one_thr
     assert main(["lpi-bank", "--out", str(bank_path), "--neighbourhoods", "3", "--references", "4",
                  "--n-init", "2"]) == 0
     assert "3 neighbourhoods x 4 references from 1437 samples" in capsys.readouterr().out
-    bank = pathattr.lpi.ReferenceBank.load(bank_path)
+    bank = pathattr.ReferenceBank.load(bank_path)
     # The default data is the bundled training split: the same bank as built directly from it.
-    direct = pathattr.lpi.build_reference_bank(load_digits_model(), load_digits_data("train")[0], 3, 4, n_init=2)
+    direct = pathattr.build_reference_bank(load_digits_model(), load_digits_data("train")[0], 3, 4, n_init=2)
     assert torch.equal(bank.indices, direct.indices) and torch.equal(bank.references, direct.references)
 
     out = tmp_path / "run"
@@ -92,8 +92,8 @@ def test_lpi_job_with_a_cli_bank_equals_local_path_integration(tmp_path, one_thr
     assert code == 0, capsys.readouterr().err
     s = _open(out)
     model, x = _items_fp64()
-    bank64 = pathattr.lpi.ReferenceBank(bank.references, bank.densities, bank.centres, bank.indices, bank.sizes,
-                                        pathattr.lpi.model_fingerprint(model), bank.settings)
+    bank64 = pathattr.ReferenceBank(bank.references, bank.densities, bank.centres, bank.indices, bank.sizes,
+                                        pathattr.baselines.lpi_bank.model_fingerprint(model), bank.settings)
     parts = [pathattr.local_path_integration(model, x[i:i + 8], bank64, seed=5, return_details=True)
              for i in (0, 8)]  # the job's batches of 8: LPI's alphas are drawn per call
     attr = torch.cat([p.attributions for p in parts])

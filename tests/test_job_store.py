@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("zarr")
 
-from pathattr.job import JobConfig, JobError, run_job  # noqa: E402
+from pathattr.apps.job import JobConfig, JobError, run_job  # noqa: E402
 
 ARGS = ["--steps", "8", "--limit", "160", "--chunk-size", "8", "--batch-size", "8"]
 N_CHUNKS = 20
@@ -102,7 +102,7 @@ def test_sigkill_three_times_then_resume_equals_uninterrupted(reference, tmp_pat
     assert seen == sorted(seen) and seen[-1] < N_CHUNKS, seen  # finished chunks are kept, never lost
     before = {p.name: p.read_bytes() for p in (out / "chunks").glob("*.json")}
     if seen[-1]:  # the report of an unfinished run says so
-        from pathattr.job.report import write_report
+        from pathattr.apps.job.report import write_report
 
         page = write_report(out, tmp_path / "partial.html").read_text()
         assert f"incomplete: {8 * seen[-1]} of 160 items finished" in page
@@ -166,7 +166,7 @@ def test_torchrun_two_ranks_killed_and_resumed_equals_one_process(reference, tmp
 def test_changed_settings_are_refused_and_nothing_is_written(reference, tmp_path, capsys):
     import shutil
 
-    from pathattr.cli import main
+    from pathattr.apps.cli import main
 
     out = tmp_path / "copy"
     shutil.copytree(reference, out)

@@ -7,7 +7,7 @@ from sklearn.cluster import KMeans
 
 import pathattr as pa
 from conftest import assert_close
-from pathattr.lpi import ReferenceBank, build_reference_bank, model_fingerprint
+from pathattr.baselines.lpi_bank import ReferenceBank, build_reference_bank, model_fingerprint
 from pathattr.reference import lpi as ref
 from testmodels import GatedMLP, SmoothMLP
 

@@ -1,4 +1,4 @@
-"""The quality study (benchmarks/quality*.py) and its HTML report (pathattr.quality_report).
+"""The quality study (benchmarks/quality*.py) and its HTML report (pathattr.apps.quality_report).
 
 The full study's results are committed; here: a --quick smoke run (a few seconds), the
 study's own machinery against independent computations (the candidate scheduler
@@ -22,9 +22,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import pathattr as pa  # noqa: E402
-from pathattr import schedules  # noqa: E402
-from pathattr.engine import PathEngine  # noqa: E402
-from pathattr.quality_report import is_quality_results, write_quality_report  # noqa: E402
+from pathattr.engine import schedule as schedules  # noqa: E402
+from pathattr.engine.core import PathEngine  # noqa: E402
+from pathattr.apps.quality_report import is_quality_results, write_quality_report  # noqa: E402
 
 from benchmarks import quality as q  # noqa: E402
 from benchmarks import quality_data as qd  # noqa: E402
@@ -217,7 +217,7 @@ def test_bootstrap_and_bshap_agreement(seed):
 
 
 def test_cli_bench_passes_options(monkeypatch, tmp_path):
-    from pathattr.cli import main
+    from pathattr.apps.cli import main
 
     seen = []
     monkeypatch.setattr(q, "main", lambda argv: seen.append(argv) or 0)
@@ -232,7 +232,7 @@ def test_pathattr_report_dispatches_to_the_quality_report(tmp_path):
     import shutil
     from pathlib import Path
 
-    from pathattr.cli import main
+    from pathattr.apps.cli import main
 
     src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "quality"
     dst = tmp_path / "quality"

@@ -5,7 +5,7 @@ import torch
 
 import pathattr as pa
 from conftest import assert_close
-from pathattr import quick
+from pathattr.engine import quick
 from pathattr.methods import idg, ig
 from pathattr.reference import idg as ref_idg
 from pathattr.reference import ig as ref_ig

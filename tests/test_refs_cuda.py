@@ -31,9 +31,9 @@ def test_cuda_matches_cpu(seed):
         got = fn(gpu, xg, pa.distribution_baseline(rg, 3, seed=1), target=2, n_steps=16)
         assert _rel(got, want) < 1e-4, fn.__name__
 
-    bank = pa.lpi.build_reference_bank(model, refs, 2, 3, seed=0, n_init=2)
-    gpu_bank = pa.lpi.build_reference_bank(model, refs, 2, 3, seed=0, n_init=2)
-    gpu_bank.fingerprint = pa.lpi.model_fingerprint(gpu)  # fp32 weights hash differently: a new bank per model
+    bank = pa.build_reference_bank(model, refs, 2, 3, seed=0, n_init=2)
+    gpu_bank = pa.build_reference_bank(model, refs, 2, 3, seed=0, n_init=2)
+    gpu_bank.fingerprint = pa.baselines.lpi_bank.model_fingerprint(gpu)  # fp32 weights hash differently: a new bank per model
     want = pa.local_path_integration(model, x, bank, n_alphas=2)
     assert _rel(pa.local_path_integration(gpu, xg, gpu_bank, n_alphas=2), want) < 1e-4
 

@@ -1,4 +1,4 @@
-"""`pathattr serve` end to end: a real uvicorn server on a free loopback port and a
+"""`pathattr.apps.serve` end to end: a real uvicorn server on a free loopback port and a
 real HTTP client (httpx). Attributions must equal the library call on the same
 inputs; batching must show in /metrics; every bad input gets its 4xx with a JSON body
 and leaves the worker alive."""
@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import pathattr as pa
 from pathattr.data.digits import load_digits_data, load_digits_model
-from pathattr.serve import ExplanationService, ModelSpec, ServerThread, build_app
+from pathattr.apps.serve import ExplanationService, ModelSpec, ServerThread, build_app
 
 from conftest import assert_close
 

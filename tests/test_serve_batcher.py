@@ -1,5 +1,5 @@
 """The DynamicBatcher without HTTP (merging, routing, deadlines, isolation of a failing
-request, draining on close) and `pathattr serve` from the command line."""
+request, draining on close) and `pathattr.apps.serve` from the command line."""
 import os
 import signal
 import socket
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import pathattr as pa
-from pathattr.serve import BatcherClosed, DynamicBatcher, QueueFull
-from pathattr.serve.metrics import ServiceMetrics
-from pathattr.serve.runner import wait_until_ready
+from pathattr.apps.serve import BatcherClosed, DynamicBatcher, QueueFull
+from pathattr.apps.serve.metrics import ServiceMetrics
+from pathattr.apps.serve.runner import wait_until_ready
 
 from conftest import assert_close
 from testmodels import MLP
@@ -115,7 +115,7 @@ def test_batcher_with_a_real_explainer_equals_direct_calls(seed):
 def test_batcher_takes_the_latency_path_and_leaves_callable_outputs_to_the_library(seed, monkeypatch):
     """Named output: targets (given or argmax) are resolved by the batcher and the plain
     call runs on the latency path. An output callable with no targets: the library decides."""
-    from pathattr import quick
+    from pathattr.engine import quick
 
     ran = []
     real = quick._gradients
@@ -151,7 +151,7 @@ def _free_port():
 def test_cli_serve_starts_answers_and_stops_on_sigterm():
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pathattr.cli", "serve", "--port", str(port), "--n-steps", "16",
+    proc = subprocess.Popen([sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--n-steps", "16",
                              "--max-batch", "4", "--log-level", "info"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -168,7 +168,7 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm():
 
 
 def test_cli_serve_rejects_bad_arguments():
-    from pathattr.cli import main
+    from pathattr.apps.cli import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--model", "no_such_file.pt"])
@@ -177,7 +177,7 @@ def test_cli_serve_rejects_bad_arguments():
 
 
 def test_service_arguments_are_checked():
-    from pathattr.serve import ExplanationService, ModelSpec
+    from pathattr.apps.serve import ExplanationService, ModelSpec
 
     spec = ModelSpec("m", MLP(d_in=5, classes=4).eval(), (5,))
     with pytest.raises(ValueError, match="torch_threads"):
@@ -196,7 +196,7 @@ def test_service_arguments_are_checked():
 
 def test_worker_warms_up_on_its_own_thread():
     """auto_warmup runs on the batcher's worker (the one thread that runs the model)."""
-    from pathattr.serve import ExplanationService, ModelSpec
+    from pathattr.apps.serve import ExplanationService, ModelSpec
 
     seen = []
     net = MLP(d_in=5, classes=4).eval()
@@ -213,7 +213,7 @@ def test_worker_warms_up_on_its_own_thread():
 
 
 def test_load_spec_reads_torchscript_and_module_attr(tmp_path):
-    from pathattr.serve import load_spec
+    from pathattr.apps.serve import load_spec
 
     net = MLP(d_in=5, classes=4).eval()
     path = tmp_path / "mlp.pt"

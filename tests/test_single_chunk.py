@@ -9,8 +9,8 @@ import torch
 
 import pathattr as pa
 from conftest import assert_close
-from pathattr import _profiling
-from pathattr._validation import model_device_ref
+from pathattr.engine import profiling as _profiling
+from pathattr.engine.checks import model_device_ref
 from pathattr.reference import idg as ref_idg
 from pathattr.reference import ig as ref_ig
 from testmodels import MLP, BNCNN, randomize_bn
@@ -146,13 +146,13 @@ def test_set_profiling_switches_new_engines():
 
 
 def test_uniform_schedule_is_shared_and_its_device_copies_are_cached():
-    s1 = pa.schedules.uniform("gausslegendre", 7, 3)
-    s2 = pa.schedules.uniform("gausslegendre", 7, 3)
+    s1 = pa.engine.schedule.uniform("gausslegendre", 7, 3)
+    s2 = pa.engine.schedule.uniform("gausslegendre", 7, 3)
     assert s1 is s2 and s1.alphas.dtype == torch.float64 and s1.alphas.shape == (3, 7)
     a1, w1 = s1.on(torch.device("cpu"), torch.float32, torch.float32)
     a2, _ = s2.on(torch.device("cpu"), torch.float32, torch.float32)
     assert a1 is a2 and a1.dtype == torch.float32 and tuple(a1.shape) == (3, 7)
     assert_close(a1.double(), s1.alphas, rtol=1e-7, atol=1e-8, what="converted alphas")
     assert_close(w1.double(), s1.weights, rtol=1e-7, atol=1e-8, what="converted weights")
-    p = pa.schedules.probe_grid(4, 2, torch.device("cpu"), torch.float64)
+    p = pa.engine.schedule.probe_grid(4, 2, torch.device("cpu"), torch.float64)
     assert torch.equal(p, torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]] * 2, dtype=torch.float64))

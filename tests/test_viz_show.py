@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pathattr import viz
+from pathattr.apps import viz
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

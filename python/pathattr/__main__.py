@@ -1,6 +1,6 @@
 """`python -m pathattr ...`, so that `torchrun ... -m pathattr attribute ...` works."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import torch
 
-from . import quick
+from .engine import quick
 from .explainer import Explainer
 from .methods import idg, ig
-from .targets import OUTPUTS
+from .engine.targets import OUTPUTS
 
 
 def _plain(baselines, additional_forward_args, want_delta, want_details, output, autocast, backend, accumulate_dtype,
@@ -211,8 +211,8 @@ def local_path_integration(model, inputs: torch.Tensor, bank, target: Any = None
                            accumulate_dtype: Optional[torch.dtype] = None):
     """Local Path Integration (Yang et al. 2023): sum_j rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)).
 
-    bank: a pathattr.lpi.ReferenceBank built for this model
-        (`pathattr.lpi.build_reference_bank(model, dataset, n_neighbourhoods, n_references)`
+    bank: a pathattr.ReferenceBank built for this model
+        (`pathattr.build_reference_bank(model, dataset, n_neighbourhoods, n_references)`
         or `ReferenceBank.load(path)`); a bank built for another model is refused.
         Each input uses the m references and densities of the neighbourhood nearest its logits.
     n_alphas: alphas per reference (default 1, as the paper), ~ U(alpha_range), seeded by `seed`.

@@ -10,12 +10,13 @@ from typing import Any, Optional
 
 import torch
 
-from . import methods, quick
-from .deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
-from .engine import PathEngine
+from . import methods
+from .engine import quick
+from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
+from .engine.core import PathEngine
 from .methods import distribution
-from ._validation import check_positive_int
-from .refsets import DistributionBaseline
+from .engine.checks import check_positive_int
+from .baselines.sets import DistributionBaseline
 
 __all__ = ["Explainer", "DeadlineExceeded"]
 
@@ -43,7 +44,7 @@ class Explainer:
             before the first request.
         max_batch: None (no limit) or the largest number of inputs one `attribute` call
             accepts; larger calls raise ValueError (bounds a call's memory and latency;
-            `pathattr.serve` batches requests up to it).
+            `pathattr.apps.serve` batches requests up to it).
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
             rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
@@ -61,7 +62,7 @@ class Explainer:
         if not isinstance(cuda_graphs, bool):
             raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
         if cuda_graphs:
-            from .graphs import GraphCache
+            from .engine.graphs import GraphCache
 
             self.engine.graphs = GraphCache(self.engine)
         # The engine reuses one interpolation buffer: calls from several threads are
@@ -141,7 +142,7 @@ class Explainer:
         """Run one call on random inputs of shape (batch_size, *example_shape) so buffers are
         allocated, cuDNN has chosen its algorithms and, with cuda_graphs, the passes of that
         shape are captured before the first real request. Returns self."""
-        from ._validation import first_tensor
+        from .engine.checks import first_tensor
 
         if self.max_batch is not None and batch_size > self.max_batch:
             raise ValueError(f"batch_size ({batch_size}) must be <= max_batch ({self.max_batch})")

@@ -15,7 +15,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ..certainty import CertaintyModel
+from ..certainty.model import CertaintyModel
 
 PRIOR = (0.5, 0.3, 0.2)
 PLACES = ((0, 0), (0, 4), (4, 2))  # top-left corner of each class's patch

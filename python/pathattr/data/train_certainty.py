@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..certainty import information_absence, neutrality, train_certainty_model
+from ..certainty.model import information_absence, neutrality, train_certainty_model
 from .certainty_task import PRIOR, certainty_weights_path, make_patches_data, new_certainty_model
 
 

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .._validation import check_positive_int
-from ..engine import PathBatch, PathEngine
+from ..engine.checks import check_positive_int
+from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import empty_result
 

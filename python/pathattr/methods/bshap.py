@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from .._validation import check_positive_int
-from ..engine import PathBatch, PathEngine
-from ..refsets import check_seed
+from ..engine.checks import check_positive_int
+from ..engine.core import PathBatch, PathEngine
+from ..baselines.sets import check_seed
 from ..result import AttributionResult
-from ..targets import check_model_output, check_target_range, select_output
+from ..engine.targets import check_model_output, check_target_range, select_output
 from .common import empty_result
 
 NAME = "bshap"

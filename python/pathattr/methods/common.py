@@ -5,9 +5,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..engine import PathBatch, PathIntegral
+from ..engine.core import PathBatch, PathIntegral
 from ..result import AttributionResult
-from ..schedules import Schedule
+from ..engine.schedule import Schedule
 
 # The quadrature rule is `method=` in the Captum-style functions and `rule=` in Explainer
 # (where `method` names the attribution method).

@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import torch
 
-from .. import refsets
-from ..engine import PathEngine
+from ..baselines import sets as refsets
+from ..engine.core import PathEngine
 from ..result import AttributionResult
 from . import pairs
 from .common import empty_result

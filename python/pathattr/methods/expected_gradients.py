@@ -2,7 +2,7 @@
 
 EG(x) = (1/J) sum_j (x - r_j) * (1/k) sum_a dF/dx(r_j + alpha_ja (x - r_j)),
 r_j drawn with replacement from a reference set, alpha_ja ~ U(0, 1), all from one
-seeded torch.Generator (recipe in `pathattr.refsets`). Every (input, reference)
+seeded torch.Generator (recipe in `pathattr.baselines.sets`). Every (input, reference)
 pair is one straight path with its own k alphas (the pairing is explicit: row
 (b, j) carries alphas[b, j, :]), and all B*J paths run as one engine batch with
 weights 1/k, folded back with weights 1/J. Cost: J*k forward+backward passes per
@@ -15,9 +15,9 @@ from typing import Any, Dict
 
 import torch
 
-from .. import refsets
-from .._validation import check_positive_int
-from ..engine import PathBatch, PathEngine
+from ..baselines import sets as refsets
+from ..engine.checks import check_positive_int
+from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from . import pairs
 from .common import empty_result

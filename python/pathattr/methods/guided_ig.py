@@ -29,8 +29,8 @@ from typing import Any, Dict
 
 import torch
 
-from .._validation import check_positive_int
-from ..engine import PathBatch, PathEngine
+from ..engine.checks import check_positive_int
+from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import empty_result
 

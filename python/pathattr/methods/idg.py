@@ -21,10 +21,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .. import schedules
-from .._profiling import stage
-from .._validation import check_choice, check_positive_int
-from ..engine import PathBatch, PathEngine
+from ..engine import schedule as schedules
+from ..engine.profiling import stage
+from ..engine.checks import check_choice, check_positive_int
+from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
 

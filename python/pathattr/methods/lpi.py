@@ -2,8 +2,8 @@
 
 LPI(x) = sum_j rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)), where r_j and
 rho_j are the m references and densities of the neighbourhood whose centre is
-nearest to x's logits (a `pathattr.lpi.ReferenceBank`), alpha_ja ~ U(0.01, 0.99)
-from a seeded generator (recipe in `pathattr.refsets`). All B*m (input, reference)
+nearest to x's logits (a `pathattr.ReferenceBank`), alpha_ja ~ U(0.01, 0.99)
+from a seeded generator (recipe in `pathattr.baselines.sets`). All B*m (input, reference)
 paths run as one engine batch. The paper's setting is m = 20 references, one alpha
 each. Cost per input: 1 forward (logits, for the neighbourhood) + m*k forward+backward
 (+ m forward-only for the delta).
@@ -15,12 +15,12 @@ from typing import Any, Dict
 
 import torch
 
-from .. import refsets
-from .._validation import check_positive_int
-from ..engine import PathBatch, PathEngine
-from ..lpi import ReferenceBank
+from ..baselines import sets as refsets
+from ..engine.checks import check_positive_int
+from ..engine.core import PathBatch, PathEngine
+from ..baselines.lpi_bank import ReferenceBank
 from ..result import AttributionResult
-from ..targets import check_model_output, check_target_range, select_output
+from ..engine.targets import check_model_output, check_target_range, select_output
 from . import pairs
 from .common import empty_result
 
@@ -31,7 +31,7 @@ def settings(bank: Any = None, n_alphas: int = 1, alpha_range=(0.01, 0.99), seed
     """bank: a ReferenceBank (required); n_alphas per reference (default 1); alpha_range
     (lo, hi) with 0 <= lo < hi <= 1 (default (0.01, 0.99), the paper's); seed for the alphas."""
     if not isinstance(bank, ReferenceBank):
-        raise TypeError(f"bank must be a pathattr.lpi.ReferenceBank (build_reference_bank(...) or "
+        raise TypeError(f"bank must be a pathattr.ReferenceBank (build_reference_bank(...) or "
                         f"ReferenceBank.load(path)), got {type(bank).__name__}")
     ok = (isinstance(alpha_range, (tuple, list)) and len(alpha_range) == 2
           and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in alpha_range))

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..engine import PathBatch, PathEngine
+from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 
 

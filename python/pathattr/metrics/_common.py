@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterator, Tuple
 
 import torch
 
-from .._validation import check_finite, check_model_device, check_positive_int, first_tensor
-from ..targets import parse_target
+from ..engine.checks import check_finite, check_model_device, check_positive_int, first_tensor
+from ..engine.targets import parse_target
 
 DEFAULT_BATCH_SIZE = 256
 

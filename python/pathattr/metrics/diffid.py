@@ -22,8 +22,8 @@ from typing import Any, Dict, Sequence
 
 import torch
 
-from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs, model_reference,
-                      rank_of_pixel, resolve_target, saliency_map)
+from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs,
+                      model_reference, rank_of_pixel, resolve_target, saliency_map)
 
 FRACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 

@@ -20,9 +20,9 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_positive_int, prepare_baselines
-from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs, model_reference,
-                      rank_of_pixel, resolve_target, saliency_map, trapezoid_unit)
+from ..engine.checks import check_choice, check_positive_int, prepare_baselines
+from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs,
+                      model_reference, rank_of_pixel, resolve_target, saliency_map, trapezoid_unit)
 
 GAMES = ("insertion", "deletion")
 

@@ -19,7 +19,7 @@ from typing import Any, Dict
 
 import torch
 
-from .._validation import check_choice, check_finite
+from ..engine.checks import check_choice, check_finite
 from ._common import saliency_map
 
 SIGNS = ("positive", "absolute")

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .._validation import check_positive_int, first_tensor
+from ..engine.checks import check_positive_int, first_tensor
 from ._common import DEFAULT_BATCH_SIZE, check_batch_size, check_model, check_seed, forward_probs, saliency_map
-from ..targets import parse_target
+from ..engine.targets import parse_target
 from .pic_images import blurred_image, random_mask as draw_random_mask, webp_size
 
 THRESHOLDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75)

@@ -3,7 +3,7 @@
 Find the neighbourhood whose centre is nearest to the input's logits (a loop over
 centres), then sum rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)) with one
 forward and one backward per (reference, alpha). The alphas follow the recipe of
-pathattr.refsets (written out here). For tests and benchmarks only.
+pathattr.baselines.sets (written out here). For tests and benchmarks only.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from ._validation import check_finite, check_positive_int
+from ..engine.checks import check_finite, check_positive_int
 
 
 def check_reference_set(references: Any, name: str = "baselines") -> int:

@@ -74,7 +74,7 @@ def load_spec(model: str = "digits", input_shape: Optional[str] = None, name: Op
     """
     dev = torch.device(device)
     if model == "digits":
-        from ..data.digits import load_digits_model
+        from ...data.digits import load_digits_model
 
         net = load_digits_model().to(dev).eval()
         return ModelSpec(name or "digits", net, tuple(int(d) for d in parse_shape(input_shape or "1,8,8")), num_classes=10)

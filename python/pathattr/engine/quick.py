@@ -27,9 +27,11 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import _profiling, _scheduler, schedules
-from ._validation import model_device_ref
-from .engine import _check_finite_values, check_integral_finite, chunk_rows
+from .. import _scheduler
+from . import profiling as _profiling
+from . import schedule as schedules
+from .checks import model_device_ref
+from .core import _check_finite_values, check_integral_finite, chunk_rows
 from .targets import check_class_index, check_model_output, select_output
 
 _FLOATS = (torch.float32, torch.float64)

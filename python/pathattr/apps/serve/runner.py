@@ -1,4 +1,4 @@
-"""Run an app with uvicorn: in the foreground (`pathattr serve`) or in a background
+"""Run an app with uvicorn: in the foreground (`pathattr.apps.serve`) or in a background
 thread on a free loopback port (tests, benchmarks, embedding in another program)."""
 from __future__ import annotations
 

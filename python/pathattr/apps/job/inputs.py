@@ -94,7 +94,7 @@ class DigitsData(torch.utils.data.Dataset):
     """The bundled digits, held-out split: the default data of the bundled model."""
 
     def __init__(self):
-        from ..data.digits import load_digits_data
+        from ...data.digits import load_digits_data
 
         self.x, self.y = load_digits_data("test")
 
@@ -267,7 +267,7 @@ def open_model(spec: Optional[str], checkpoint: Optional[str]) -> Tuple[torch.nn
     """The model named by `--model` (None: the bundled DigitsCNN) in eval mode, on CPU,
     with `checkpoint` loaded; returns (model, description)."""
     if spec is None:
-        from ..data.digits import load_digits_model
+        from ...data.digits import load_digits_model
 
         return load_digits_model(), "bundled DigitsCNN"
     path = Path(spec)

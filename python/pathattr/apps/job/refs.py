@@ -4,7 +4,7 @@
                        its first array or FILE.npz:key, .pt tensor): Expected Gradients'
                        reference set, or a distribution baseline for ig / idg
                        (`pathattr.distribution_baseline(refs, n_baselines=K)`, K = --n-baselines).
-    --bank FILE        a `pathattr.lpi.ReferenceBank` (`pathattr lpi-bank`) for lpi.
+    --bank FILE        a `pathattr.ReferenceBank` (`pathattr lpi-bank`) for lpi.
 
 A run's identity records each file by its resolved path and the SHA-256 of its bytes
 (`file_record`), never the tensor's str: a changed file is a changed setting.
@@ -131,7 +131,7 @@ def load_references(spec: str, item_shape: Tuple[int, ...], dtype: torch.dtype) 
 def load_bank(spec: str, model: torch.nn.Module, item_shape: Tuple[int, ...]):
     """Read --bank and check it was built for `model` (as loaded, before any --dtype cast)
     and for items of `item_shape`. Returns (bank, file record)."""
-    from ..lpi import ReferenceBank
+    from ...baselines.lpi_bank import ReferenceBank
 
     path = Path(spec)
     if not path.is_file():
@@ -153,6 +153,6 @@ def load_bank(spec: str, model: torch.nn.Module, item_shape: Tuple[int, ...]):
 def retag_bank(bank, model: torch.nn.Module):
     """The bank for `model`, the same weights cast by --dtype (LPI checks the fingerprint,
     which includes the dtype, at every call; the weights were checked by `load_bank`)."""
-    from ..lpi import model_fingerprint
+    from ...baselines.lpi_bank import model_fingerprint
 
     return dataclasses.replace(bank, fingerprint=model_fingerprint(model), _verified=None)

@@ -1,9 +1,9 @@
-"""`pathattr serve`: attributions over HTTP with dynamic batching (needs fastapi,
+"""`pathattr.apps.serve`: attributions over HTTP with dynamic batching (needs fastapi,
 uvicorn and prometheus-client, installed with pathattr).
 
-    from pathattr.serve import ExplanationService, ModelSpec, build_app, ServerThread
+    from pathattr.apps.serve import ExplanationService, ModelSpec, build_app, ServerThread
     svc = ExplanationService(ModelSpec("digits", model, (1, 8, 8)), "idg", max_batch=32)
-    with ServerThread(build_app(svc)) as srv: ...   # or pathattr.serve.run(build_app(svc), port=8080)
+    with ServerThread(build_app(svc)) as srv: ...   # or pathattr.apps.serve.run(build_app(svc), port=8080)
 """
 from .app import build_app
 from .batcher import BatcherClosed, DynamicBatcher, QueueFull

@@ -17,7 +17,7 @@ from typing import Callable, Deque, List, Optional, Sequence
 
 import torch
 
-from ..deadline import CallTimer, DeadlineExceeded
+from ...engine.deadline import CallTimer, DeadlineExceeded
 
 
 class QueueFull(RuntimeError):

@@ -21,10 +21,12 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from . import _profiling, fastpath, schedules
-from ._profiling import stage
-from ._validation import (all_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
-                          prepare_baselines)
+from .. import fastpath
+from . import profiling as _profiling
+from . import schedule as schedules
+from .profiling import stage
+from .checks import (all_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
+                     prepare_baselines)
 from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
 
 IMPORTANCE = ("none", "exact", "finite_difference")

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..deadline import DeadlineExceeded
+from ...engine.deadline import DeadlineExceeded
 from .batcher import BatcherClosed, QueueFull
 from .codec import BadRequest, decode_instances, encode_array, heatmap_png, parse_options, parse_targets
 from .metrics import CONTENT_TYPE_LATEST
@@ -194,6 +194,6 @@ def build_app(service) -> FastAPI:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ... import __version__
 
     return __version__

@@ -30,11 +30,11 @@ from typing import Any, Optional
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from . import schedules
-from ._validation import broadcasts_to, check_choice, check_positive_int
-from .engine import PathEngine
-from .layerhooks import check_layer, intercept
-from .targets import check_model_output, check_target_range, select_output
+from ..engine import schedule as schedules
+from ..engine.checks import broadcasts_to, check_choice, check_positive_int
+from ..engine.core import PathEngine
+from .hooks import check_layer, intercept
+from ..engine.targets import check_model_output, check_target_range, select_output
 
 JVP_MODES = ("auto", "forward_ad", "double_backward")
 
@@ -218,7 +218,7 @@ def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines
             it gone, 0: unchanged); a region-specific ranking gives drop_inside > drop_outside;
         pruned: (n_prune,) flat indices of the pruned neurons.
     """
-    from .api import integrated_gradients  # the public IG: this check measures with the real thing
+    from ..api import integrated_gradients  # the public IG: this check measures with the real thing
 
     check_layer(model, layer)
     n_prune = check_positive_int(n_prune, "n_prune")

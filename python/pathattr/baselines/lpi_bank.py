@@ -23,8 +23,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ._validation import check_positive_int, first_tensor
-from .refsets import check_reference_set, check_seed, gather_references
+from ..engine.checks import check_positive_int, first_tensor
+from .sets import check_reference_set, check_seed, gather_references
 
 FORMAT = "pathattr.lpi.ReferenceBank/1"
 
@@ -91,7 +91,7 @@ class ReferenceBank:
             raise ValueError(
                 f"{name} was built for another model (fingerprint {self.fingerprint[:12]}..., this model's is "
                 f"{fp[:12]}...): its neighbourhoods and references do not describe this model; build a bank for it "
-                f"with pathattr.lpi.build_reference_bank(model, dataset, ...)")
+                f"with pathattr.build_reference_bank(model, dataset, ...)")
         self._verified = key
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:

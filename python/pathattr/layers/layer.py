@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 import torch
 
-from . import methods
-from ._validation import broadcasts_to, check_finite, normalize_forward_args
-from .engine import PathEngine
-from .layerhooks import LayerReplaced, activations, check_layer
+from .. import methods
+from ..engine.checks import broadcasts_to, check_finite, normalize_forward_args
+from ..engine.core import PathEngine
+from .hooks import LayerReplaced, activations, check_layer
 
 
 def _check_layer_inputs(inputs: Any, baselines: Any):

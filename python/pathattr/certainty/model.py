@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_inputs, check_positive_int
+from ..engine.checks import check_choice, check_inputs, check_positive_int
 
 CERTAINTY_KINDS = ("binary", "continuous", "mixed")
 BACKGROUNDS = ("adversarial", "noise", "mixed")
@@ -319,7 +319,7 @@ def suppression_check(model: CertaintyModel, values: torch.Tensor, region_mask: 
 
     region_mask: 0/1 tensor broadcastable to the certainty (B, Cc, ...), e.g. (Cc, H, W).
     """
-    from .api import integrated_gradients  # IG proper: the check uses a non-certainty method
+    from ..api import integrated_gradients  # IG proper: the check uses a non-certainty method
 
     if not isinstance(model, CertaintyModel):
         raise TypeError(f"model must be a CertaintyModel, got {type(model).__name__}")
@@ -371,7 +371,7 @@ def integrated_certainty_gradients(model, inputs: torch.Tensor, target: Any = No
     Cost: n_steps forward+backward passes per input (+1 forward of (x, 1) and (x, 0)
         when target is None or a delta is asked for).
     """
-    from .explainer import Explainer
+    from ..explainer import Explainer
 
     ex = Explainer(model, "icg", n_steps=n_steps, rule=method, certainty_channels=certainty_channels, output=output,
                    internal_batch_size=internal_batch_size, autocast=autocast, backend=backend,

@@ -19,11 +19,11 @@ def build_bank_file(out: str, model: Optional[str] = None, checkpoint: Optional[
                     data: Optional[str] = None, preprocess: Optional[str] = None, n_neighbourhoods: int = 7,
                     n_references: int = 20, seed: int = 0, n_init: int = 10, batch_size: int = 256,
                     limit: Optional[int] = None, strict: bool = False) -> Dict[str, Any]:
-    """Build `pathattr.lpi.build_reference_bank(model, data, C, m, seed, batch_size, n_init)`
+    """Build `pathattr.build_reference_bank(model, data, C, m, seed, batch_size, n_init)`
     and save it to `out` (a .pt file, `ReferenceBank.load`-able). `limit`: only the first N
     items of the data. Returns the bank's settings plus out and fingerprint.
     Raises JobError for files that are missing or unreadable, ValueError/TypeError for bad values."""
-    from ..lpi import build_reference_bank
+    from ...baselines.lpi_bank import build_reference_bank
 
     if not isinstance(out, str) or not out:
         raise ValueError("out must name the bank file to write")
@@ -34,7 +34,7 @@ def build_bank_file(out: str, model: Optional[str] = None, checkpoint: Optional[
     if data is None:
         if cfg.preprocess is not None:
             raise JobError("preprocess applies to --data; the bundled digits are already in the model's input space")
-        from ..data.digits import load_digits_data
+        from ...data.digits import load_digits_data
 
         dataset: Any = load_digits_data("train")[0]
     else:

@@ -1,6 +1,6 @@
 """An HTML page for the quality study's results (benchmarks/quality.py, issue #4).
 
-    from pathattr.quality_report import is_quality_results, write_quality_report
+    from pathattr.apps.quality_report import is_quality_results, write_quality_report
     if is_quality_results("benchmarks/results/quality"):
         page = write_quality_report("benchmarks/results/quality")   # .../report.html
 

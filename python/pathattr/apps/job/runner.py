@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .. import __version__, methods
-from ..explainer import Explainer
+from ... import __version__, methods
+from ...explainer import Explainer
 from . import dist as dist_mod
 from . import refs as refs_mod
 from .config import JobConfig, JobError
@@ -82,7 +82,7 @@ class _Job:
             refs, files["references"] = refs_mod.load_references(cfg.references, self.shape, self.in_dtype)
             self.baselines = refs.to(device)
             if self.kind == "distribution":
-                from ..refsets import distribution_baseline
+                from ...baselines.sets import distribution_baseline
 
                 self.baselines = distribution_baseline(self.baselines, n_baselines=cfg.n_baselines)
         try:

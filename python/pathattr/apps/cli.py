@@ -47,7 +47,7 @@ def main(argv=None) -> int:
 
 
 def add_serve_parser(sub) -> None:
-    """`pathattr serve`: attributions over HTTP (see pathattr.serve)."""
+    """`pathattr.apps.serve`: attributions over HTTP (see pathattr.apps.serve)."""
     p = sub.add_parser("serve", help="serve attributions over HTTP (KServe v1 / TorchServe-style explain routes)")
     p.add_argument("--model", default="digits",
                    help="'digits' (bundled, default), a TorchScript file, or 'package.module:attr'")

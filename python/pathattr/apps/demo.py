@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from .api import integrated_decision_gradients, integrated_gradients
-from .data.digits import load_digits_data, load_digits_model
+from ..api import integrated_decision_gradients, integrated_gradients
+from ..data.digits import load_digits_data, load_digits_model
 
 
 def _timed(fn):

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..explainer import Explainer
+from ...explainer import Explainer
 from .batcher import DynamicBatcher
 from .metrics import ServiceMetrics
 from .spec import ModelSpec

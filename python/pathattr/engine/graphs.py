@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .engine import PathBatch, PathEngine, PathIntegral, check_integral_finite, check_values_finite
+from .core import PathBatch, PathEngine, PathIntegral, check_integral_finite, check_values_finite
 
 
 @dataclass

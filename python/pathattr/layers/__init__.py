@@ -1,0 +1,2 @@
+"""Attribution inside the model: layer IG / IDG (`layer`), internal neuron attributions
+(`neurons`) and the forward hooks both use (`hooks`)."""
