@@ -173,7 +173,7 @@ class _Job:
             self._first = self.compute(x[:len(first)], y[:len(first)], 0)
         except RuntimeError as exc:  # the model's own error, e.g. a shape that does not fit
             raise JobError(f"the model failed on the first batch of the data (inputs of shape "
-                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}") from exc
+                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}{self._hint()}") from exc
         self._first_seconds = time.perf_counter() - t0
         schema = {name: (v.shape[1:], str(v.dtype)) for name, v in self._first.items()}
         x = x[:min(PREVIEW, self.n)]
@@ -181,6 +181,17 @@ class _Job:
                 "pathattr_version": __version__, "torch_version": torch.__version__,
                 "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.store.create(self.identity, self.n, schema, self.cfg.chunk_size, x.numpy(), info)
+
+    def _hint(self) -> str:
+        """What a method needs of the model that a plain classifier lacks, said after its error."""
+        if self.explainer.method != "icg" or hasattr(self.model, "certainty_channels"):
+            return ""
+        c = self.shape[0] if self.shape else 1
+        cc = self.explainer.settings.get("certainty_channels") or 1
+        return (f". --method icg needs a certainty-aware model: ICG runs it on the values and their certainty "
+                f"concatenated along dim 1 ({c} value + {cc} certainty channels = {c + cc}) and integrates over "
+                f"the certainty (docs/methods.md §8). Give --model a pathattr.CertaintyModel (module:factory) "
+                f"or a network trained on that joint input (--set certainty_channels=N for N per position)")
 
     # ------------------------------------------------------------------ the loop
 
