@@ -151,7 +151,7 @@ def _free_port():
 def test_cli_serve_starts_answers_and_stops_on_sigterm():
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--steps", "16",
+    proc = subprocess.Popen([sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--device", "cpu", "--steps", "16",
                              "--max-batch", "4", "--log-level", "info"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
