@@ -1,4 +1,5 @@
 # The two README commands: `make demo` and `make test`. Both create .venv on first use.
+# Python 3.11+ (the job's zarr 3 needs it).
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU wheel of torch on this project's machines; override for other set-ups,
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pathattr-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test wheel-check bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.hpp)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The built wheel in a fresh venv, run from outside the checkout (CI runs it first).
+wheel-check:
+	TORCH_SPEC='$(TORCH_SPEC)' PYTHON='$(PYTHON)' bash .ci/wheel_check
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.cpu

@@ -1,7 +1,6 @@
 """The quality study of issue #4: every method on every metric, then adaptive-sampling efficiency.
 
     python -m benchmarks.quality [--quick] [--out DIR] [--skip-efficiency] [--skip-table]
-    pathattr bench quality [--quick] [--out DIR]
 
 Part 1 (`table`): each method of `quality_methods` (equal budget: 50 gradient
 evaluations per input) on the digits CNN, the Burnt Snacks CNN, the certainty-aware

@@ -99,7 +99,7 @@ def _run_levels(wrk, script, path, clients, seconds, method, max_batch, max_wait
     """Start a server, run wrk at each client count; returns [model status, row, row, ...]."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--method", method,
+    cmd = [sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--device", "cpu", "--method", method,
            "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
     if threads is not None:
         cmd += ["--threads", str(threads)]

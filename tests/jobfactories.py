@@ -6,9 +6,9 @@ SHAPE = (1, 6, 6)
 
 
 class TinyCNN(nn.Module):
-    def __init__(self, classes=3):
+    def __init__(self, classes=3, in_channels=1):
         super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.head = nn.Linear(4 * 36, classes)
 
     def forward(self, x):
@@ -18,6 +18,14 @@ class TinyCNN(nn.Module):
 def tiny_cnn():
     torch.manual_seed(0)
     return TinyCNN()
+
+
+def tiny_certainty_cnn():
+    """A certainty-aware TinyCNN: values (1 channel) and one certainty channel (for --method icg)."""
+    from pathattr import CertaintyModel
+
+    torch.manual_seed(0)
+    return CertaintyModel(TinyCNN(in_channels=2), value_channels=1)
 
 
 def wider_cnn():

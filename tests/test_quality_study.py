@@ -216,15 +216,17 @@ def test_bootstrap_and_bshap_agreement(seed):
     assert np.allclose(s["cosine"], -1) and np.allclose(s["spearman"], -1)
 
 
-def test_cli_bench_passes_options(monkeypatch, tmp_path):
-    from pathattr.apps.cli import main
+def test_installed_cli_has_no_bench_and_never_touches_sys_path(monkeypatch):
+    """The study runs from a checkout (`python -m benchmarks.quality`); the installed CLI
+    neither imports benchmarks/ nor edits sys.path (it did, for `pathattr bench`)."""
+    import pathattr.apps.cli as cli
 
-    seen = []
-    monkeypatch.setattr(q, "main", lambda argv: seen.append(argv) or 0)
-    assert main(["bench", "quality", "--quick", "--out", str(tmp_path), "--quiet"]) == 0
-    assert seen == [["--quick", "--out", str(tmp_path), "--quiet"]]
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    before = list(sys.path)
     with pytest.raises(SystemExit):
-        main(["bench", "nothing"])
+        cli.main(["bench", "quality", "--quick"])
+    assert sys.path == before and "benchmarks" not in sys.modules
+    assert "sys.path" not in Path(cli.__file__).read_text()
 
 
 def test_pathattr_report_dispatches_to_the_quality_report(tmp_path):

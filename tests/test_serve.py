@@ -6,6 +6,8 @@ import asyncio
 import base64
 import io
 import json
+import logging
+import re
 import threading
 import time
 
@@ -176,6 +178,9 @@ BAD = {
     "invalid base64": (422, dict(json={"instances": [{"b64": "!!!", "dtype": "float32", "shape": [1, 8, 8]}]})),
     "target out of range": (422, dict(json={"instances": [np.zeros((1, 8, 8)).tolist()], "parameters": {"target": 10}})),
     "unknown parameter": (422, dict(json={"instances": [np.zeros((1, 8, 8)).tolist()], "parameters": {"steps": 3}})),
+    # json.loads recurses once per level: past the interpreter's limit it raised RecursionError (was a 500)
+    "nested too deeply for the decoder": (400, dict(content=b'{"instances": ' + b"[" * 30000 + b"]" * 30000 + b"}")),
+    "nested beyond 64 dimensions": (422, dict(content=b'{"instances": [' + b"[" * 100 + b"0.5" + b"]" * 100 + b"]}")),
     "too many instances": (413, dict(json={"instances": [np.zeros((1, 8, 8)).tolist()] * (MAX_BATCH + 1)})),
     "oversized payload": (413, dict(content=b'{"instances": [' + b" " * MAX_BODY + b"]}")),
 }
@@ -298,3 +303,43 @@ def test_a_failing_model_answers_json_and_the_worker_lives_on():
         want = pa.Explainer(svc.spec.model, "ig", n_steps=8).attribute(good)
         assert_close(_attr(ok.json()), want, rtol=1e-5, atol=1e-6)
         assert client.post("/explanations/m", json={"instances": good[:1].tolist()}).status_code == 200
+
+
+def test_finite_inputs_the_model_overflows_on_get_a_422_naming_them(server, digits):
+    """3e38 is a finite float32, but the digits CNN's logits overflow on it: a client error
+    (422 naming the instance), not a 500; the worker answers the next request."""
+    _, _, client = server
+    x = digits[:3].clone()
+    x[1] = 3e38
+    r = client.post(EXPLAIN, json={"instances": x.tolist()})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert "non-finite" in err and re.search(r"\[1\]", err), err
+    assert client.post(EXPLAIN, json={"instances": digits[:1].tolist()}).status_code == 200
+
+
+def test_cpu_warmup_runs_batch_1_only_and_logs_its_progress(caplog):
+    svc = _service(auto_warmup=False, max_batch=8)
+    sizes = []
+    real = svc.explainer.warmup
+    svc.explainer.warmup = lambda shape, batch_size=1, **kw: sizes.append(batch_size) or real(shape, batch_size, **kw)
+    assert svc.warmup_sizes() == [1]  # on CUDA: [1, max_batch] (cuDNN tuning, graph capture per shape)
+    with caplog.at_level(logging.INFO, logger="pathattr.serve"):
+        svc.warmup()
+    assert svc.ready and sizes == [1]  # was [1, max_batch] on every device
+    text = caplog.text
+    assert "warm-up 1/1: idg on a batch of 1 1x8x8 on cpu" in text and "ready: model 'digits'" in text, text
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("weights missing")
+
+
+def test_failed_warmup_is_logged_and_shown_on_readyz(caplog):
+    svc = ExplanationService(ModelSpec("b", _Broken(), (3,), num_classes=2), "ig", auto_warmup=False)
+    with caplog.at_level(logging.INFO, logger="pathattr.serve"):
+        svc.warmup()
+    assert not svc.ready and "weights missing" in svc.warmup_error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "warm-up failed" in errors[0].getMessage() and "weights missing" in errors[0].getMessage()

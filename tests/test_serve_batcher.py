@@ -151,7 +151,7 @@ def _free_port():
 def test_cli_serve_starts_answers_and_stops_on_sigterm():
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--n-steps", "16",
+    proc = subprocess.Popen([sys.executable, "-m", "pathattr", "serve", "--port", str(port), "--device", "cpu", "--steps", "16",
                              "--max-batch", "4", "--log-level", "info"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -165,6 +165,7 @@ def test_cli_serve_starts_answers_and_stops_on_sigterm():
     # uvicorn finishes, runs the app's shutdown (drains the batcher), then re-raises SIGTERM
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out, out
+    assert "warm-up 1/1: idg on a batch of 1 1x8x8 on cpu" in out and "ready: model 'digits'" in out, out
 
 
 def test_cli_serve_rejects_bad_arguments():
@@ -173,7 +174,11 @@ def test_cli_serve_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         main(["serve", "--model", "no_such_file.pt"])
     with pytest.raises(SystemExit):
-        main(["serve", "--setting", "novalue"])
+        main(["serve", "--set", "novalue"])
+    with pytest.raises(SystemExit):
+        main(["serve", "--setting", "novalue"])  # the old spelling, still read
+    with pytest.raises(SystemExit):
+        main(["serve", "--dtype", "int8"])
 
 
 def test_service_arguments_are_checked():

@@ -139,7 +139,7 @@ def guided_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = No
 
 def adversarial_gradient_integration(model, inputs: torch.Tensor, target: Any = None,
                                      additional_forward_args: Any = None, epsilon: float = 0.05, max_iter: int = 20,
-                                     topk: int = 20, seed: int = 0, lo: Optional[float] = None,
+                                     topk: Optional[int] = None, seed: int = 0, lo: Optional[float] = None,
                                      hi: Optional[float] = None, restart: bool = False,
                                      internal_batch_size: Optional[int] = None, return_details: bool = False,
                                      autocast: Optional[torch.dtype] = None, backend: str = "auto",
@@ -149,8 +149,9 @@ def adversarial_gradient_integration(model, inputs: torch.Tensor, target: Any = 
     x_{i+1} = clamp(x_i + epsilon sign(d softmax_l/dx (x_i)), lo, hi) toward l.
 
     target: the explained class c (default: argmax of model(inputs)). No baseline.
-    topk classes (<= C - 1) are spread evenly over the other classes, deterministic
-    given `seed`. lo, hi: clamp bounds (default None: no clamp; the authors clamp to
+    topk classes (<= C - 1; default None: min(20, C - 1), the paper's 20 where the model
+    has that many other classes; the count used is in the details' settings) are spread
+    evenly over the other classes, deterministic given `seed`. lo, hi: clamp bounds (default None: no clamp; the authors clamp to
     [0, 1] image space). Walks stop once argmax = l, or after max_iter steps.
     restart=True: the authors' code (every step from x_0). Softmax probabilities
     always (the paper's definition); no completeness, so no convergence delta.

@@ -12,7 +12,9 @@ the same point); the argmax for the early stop comes from the same forward pass.
 AGI always explains softmax probabilities (the paper's definition): the Explainer's
 `output` setting does not apply, and there is no completeness (so no delta).
 
-Classes: the C - 1 classes other than c, in increasing order, sampled at evenly
+Classes: topk of them (default None: min(20, C - 1), the paper's 20 where the model
+has that many others, else every other class; the count used is in the result's
+settings), from the C - 1 classes other than c in increasing order, sampled at evenly
 spaced positions floor((i + u) (C - 1) / topk), i = 0..topk-1, with one offset
 u ~ U[0, 1) per input drawn from torch.Generator().manual_seed(seed): spread over
 the label set, distinct, deterministic given `seed`.
@@ -47,10 +49,14 @@ def _check_bound(value: Any, name: str) -> Optional[float]:
     return float(value)
 
 
-def settings(epsilon: float = 0.05, max_iter: int = 20, topk: int = 20, seed: int = 0, lo: Optional[float] = None,
-             hi: Optional[float] = None, restart: bool = False) -> Dict[str, Any]:
-    """Validated settings: epsilon > 0 (step size), max_iter >= 1, topk >= 1 (must be <= C - 1
-    at call time), seed >= 0 (class sampling), lo/hi clamp bounds (None = no clamp), restart."""
+TOPK = 20  # the paper's number of adversarial classes, where the model has that many others
+
+
+def settings(epsilon: float = 0.05, max_iter: int = 20, topk: Optional[int] = None, seed: int = 0,
+             lo: Optional[float] = None, hi: Optional[float] = None, restart: bool = False) -> Dict[str, Any]:
+    """Validated settings: epsilon > 0 (step size), max_iter >= 1, topk: None (default: adapts
+    to the model, min(20, C - 1) for C classes) or an int >= 1 (must be <= C - 1 at call
+    time), seed >= 0 (class sampling), lo/hi clamp bounds (None = no clamp), restart."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (math.isfinite(float(epsilon)) and epsilon > 0):
         raise ValueError(f"epsilon must be a finite number > 0; got {epsilon!r}")
     lo_, hi_ = _check_bound(lo, "lo"), _check_bound(hi, "hi")
@@ -59,12 +65,22 @@ def settings(epsilon: float = 0.05, max_iter: int = 20, topk: int = 20, seed: in
     if not isinstance(restart, bool):
         raise TypeError(f"restart must be True or False; got {restart!r}")
     return {"epsilon": float(epsilon), "max_iter": check_positive_int(max_iter, "max_iter"),
-            "topk": check_positive_int(topk, "topk"), "seed": check_positive_int(seed, "seed", minimum=0),
+            "topk": check_positive_int(topk, "topk", allow_none=True), "seed": check_positive_int(seed, "seed", minimum=0),
             "lo": lo_, "hi": hi_, "restart": restart}
 
 
-def pick_classes(explained: torch.Tensor, num_classes: int, topk: int, seed: int) -> torch.Tensor:
-    """(B, topk) int64 adversarial classes per input, spread evenly, never the explained class."""
+def class_count(topk: Optional[int], num_classes: int) -> int:
+    """The number of adversarial classes: `topk`, or for None min(20, C - 1)."""
+    if num_classes < 2:
+        raise ValueError(f"AGI needs a model with at least 2 classes (it walks toward the other classes); "
+                         f"this one has {num_classes} output")
+    return min(TOPK, num_classes - 1) if topk is None else topk
+
+
+def pick_classes(explained: torch.Tensor, num_classes: int, topk: Optional[int], seed: int) -> torch.Tensor:
+    """(B, K) int64 adversarial classes per input, spread evenly, never the explained class;
+    K = class_count(topk, num_classes)."""
+    topk = class_count(topk, num_classes)
     if topk > num_classes - 1:
         raise ValueError(f"topk must be at most the number of classes - 1 = {num_classes - 1} (the classes other than "
                          f"the explained one); got topk={topk}")
@@ -115,7 +131,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     if batch.size == 0:
         return empty_result(batch, NAME, cfg)
     C = _class_count(engine, batch)
-    B, K = batch.size, cfg["topk"]
+    B, K = batch.size, class_count(cfg["topk"], C)
     classes = pick_classes(batch.target, C, K, cfg["seed"]).to(batch.x.device)
     rec = _SoftmaxArgmax()
     sm = PathEngine(engine.model, output=rec, internal_batch_size=engine.internal_batch_size,
@@ -153,5 +169,6 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     attr = acc.view((B, K) + tuple(batch.x.shape[1:])).sum(1)
     # reached: argmax became l at an iterate before the budget ran out (the last
     # iterate of a walk that used all max_iter steps is not evaluated).
-    return AttributionResult(attributions=attr.to(batch.x.dtype), target=batch.target, method=NAME, settings=dict(cfg),
+    return AttributionResult(attributions=attr.to(batch.x.dtype), target=batch.target, method=NAME,
+                             settings=dict(cfg, topk=K),  # the count used, also where topk=None adapted it
                              extras={"classes": classes, "steps": steps.view(B, K), "reached": (~live).view(B, K)})

@@ -1,7 +1,7 @@
 """`pathattr attribute`: attribute a whole dataset into a resumable Zarr store.
 
     config    JobConfig: every setting of a run, and which of them shape the numbers
-    inputs    datasets (bundled digits, image folders, .npy/.npz, module:factory) and models
+    inputs    datasets (bundled digits, image folders, .npy/.npz, module:factory); models: apps/loading.py
     store     the Zarr store: arrays, per-chunk commit markers, the manifest, refusal rules
     dist      torchrun / torch.distributed set-up and deterministic chunk sharding
     progress  per-rank tqdm bars, JSON log lines, the summary line

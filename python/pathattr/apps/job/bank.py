@@ -1,6 +1,6 @@
 """`pathattr lpi-bank`: build LPI's reference bank for a job's model from a data set, once.
 
-The model and data are named as in `pathattr attribute` (job/inputs.py); the default
+The model and data are named as in `pathattr attribute` (apps/loading.py, job/inputs.py); the default
 is the bundled DigitsCNN and the bundled digits TRAINING split (the job's default data
 is the held-out split, so the bank never contains the items it explains).
 """
@@ -12,7 +12,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from .config import JobConfig, JobError
-from .inputs import open_dataset, open_model
+from ..loading import load_model
+from .inputs import open_dataset
 
 
 def build_bank_file(out: str, model: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -30,7 +31,7 @@ def build_bank_file(out: str, model: Optional[str] = None, checkpoint: Optional[
     # Reuse the job's checks for the model/data/preprocess options.
     cfg = JobConfig(out=out, model=model, checkpoint=checkpoint, data=data, preprocess=preprocess, limit=limit,
                     strict=strict).check()
-    net, _ = open_model(cfg.model, cfg.checkpoint)
+    net = load_model(cfg.model, cfg.checkpoint)[0]
     if data is None:
         if cfg.preprocess is not None:
             raise JobError("preprocess applies to --data; the bundled digits are already in the model's input space")

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .config import DTYPES, OUTPUTS, STORE_DTYPES, JobConfig, JobError
+from ..options import add_method_options, add_model_options
+from .config import STORE_DTYPES, JobConfig, JobError
 
 
 def _target(s: str):
@@ -17,41 +17,21 @@ def _target(s: str):
         raise argparse.ArgumentTypeError(f"must be 'pred', 'label' or a class index, got {s!r}")
 
 
-def _setting(s: str):
-    """key=value, value read as JSON when it parses (numbers, true/false), else a string."""
-    if "=" not in s:
-        raise argparse.ArgumentTypeError(f"must be key=value, got {s!r}")
-    key, value = s.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
 def add_attribute_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("attribute", help="attribute a whole dataset into a resumable Zarr store (torchrun-ready)",
                        description="Attribute every item of a dataset and write a resumable Zarr store. Rerun the "
                                    "same command to resume; run it under torchrun to shard it over ranks.")
     p.add_argument("--out", required=True, help="run folder (created; rerun into it to resume)")
-    p.add_argument("--method", default="idg", help="attribution method (default idg; any registered name)")
-    p.add_argument("--steps", type=int, default=None, help="n_steps of the method (default: the method's)")
-    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
-                   help="another method setting, e.g. --set schedule=uniform (repeatable)")
-    p.add_argument("--model", default=None, help="module:factory or a TorchScript file (default: bundled DigitsCNN)")
-    p.add_argument("--checkpoint", default=None, help="state dict for a module:factory model")
+    add_method_options(p)  # --model --checkpoint --method --steps --set --internal-batch-size --dtype --output --device
     p.add_argument("--data", default=None, help="image folder, .npy/.npz or module:factory Dataset "
                                                  "(default: bundled digits, held-out split)")
     p.add_argument("--preprocess", default=None, help="JSON file: mode, resize, scale, mean, std (recorded in the run)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per attribution call (default 32)")
     p.add_argument("--chunk-size", type=int, default=64, help="items per store chunk: the unit of resume (default 64)")
-    p.add_argument("--internal-batch-size", type=int, default=None, help="path points per forward+backward pass")
-    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="model precision (bf16/fp16: autocast)")
     p.add_argument("--store-dtype", choices=STORE_DTYPES, default="float32", help="attributions' dtype in the store")
     p.add_argument("--target", type=_target, default="pred", help="pred (default), label, or a class index")
     p.add_argument("--baseline", type=float, default=0.0, help="constant baseline value (default 0)")
-    p.add_argument("--output", choices=OUTPUTS, default="logit", help="what is explained (default logit)")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -67,8 +47,8 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
 
 def add_report_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML report of a `pathattr attribute` run or a quality study")
-    p.add_argument("run_dir", help="the run folder given to `pathattr attribute --out`, or a "
-                                   "`pathattr bench quality` results folder")
+    p.add_argument("run_dir", help="the run folder given to `pathattr attribute --out`, or a results folder "
+                                   "of `python -m benchmarks.quality` (from a source checkout)")
     p.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report.html)")
     p.add_argument("--examples", type=int, default=8, help="example heatmaps to show (default 8, at most 16)")
     return p
@@ -97,7 +77,7 @@ def run_report(args, parser) -> int:
     from .report import write_report
 
     try:
-        if is_quality_results(args.run_dir):  # a `pathattr bench quality` results folder
+        if is_quality_results(args.run_dir):  # a `python -m benchmarks.quality` results folder
             if args.out is not None:
                 raise ValueError("--out: a quality report is always written as RESULTS_DIR/report.html")
             path = write_quality_report(args.run_dir)
@@ -115,8 +95,7 @@ def add_bank_parser(sub) -> argparse.ArgumentParser:
                        description="Cluster the model's logits on a data set into C neighbourhoods of m references "
                                    "each (Local Path Integration's bank) and save it.")
     p.add_argument("--out", required=True, help="bank file to write (.pt)")
-    p.add_argument("--model", default=None, help="module:factory or a TorchScript file (default: bundled DigitsCNN)")
-    p.add_argument("--checkpoint", default=None, help="state dict for a module:factory model")
+    add_model_options(p)
     p.add_argument("--data", default=None, help="image folder, .npy/.npz or module:factory Dataset "
                                                  "(default: bundled digits, TRAINING split)")
     p.add_argument("--preprocess", default=None, help="JSON file: mode, resize, scale, mean, std")

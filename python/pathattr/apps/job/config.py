@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-DTYPES = ("fp32", "fp64", "bf16", "fp16")
+from ..loading import DTYPES
+from ..options import OUTPUTS
+
 STORE_DTYPES = ("float32", "float16")
-OUTPUTS = ("logit", "softmax", "log_softmax")
 TARGETS = ("pred", "label")
 # Preprocessing keys a config file may set (see inputs.Preprocess).
 PREPROCESS_KEYS = ("mode", "resize", "scale", "mean", "std")

@@ -1,4 +1,4 @@
-"""What a job reads: the dataset and the model, each named on the command line.
+"""What a job reads: the dataset named on the command line (models: apps/loading.py).
 
 Datasets yield (x, label) with x a float tensor in the model's input space and label
 an int (-1 when the data have none). Each dataset also describes itself (`describe`)
@@ -7,47 +7,20 @@ for the run's identity, cheaply: names and sizes of files, not their full conten
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from ..extras import require
+from ..loading import call_factory
 from .config import JobError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ARRAY_KEYS = ("x", "inputs", "images", "data")
 LABEL_KEYS = ("y", "labels", "targets", "label")
-
-
-# --------------------------------------------------------------------------- factories
-
-def resolve_factory(spec: str, what: str):
-    """`module:attr` -> the attribute, with errors that name `what` and say what failed.
-
-    The current folder is importable, as it is for `python -m`, so a user's own
-    `mymodels.py` works from the console script too.
-    """
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise JobError(f"{what} must be written module:factory (e.g. mypkg.models:resnet50), got {spec!r}")
-    mod_name, attr = spec.split(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise JobError(f"{what} {spec!r}: cannot import module {mod_name!r} ({exc})") from exc
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise JobError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise JobError(f"{what} {spec!r}: {attr!r} is not callable")
-    return obj
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -149,6 +122,7 @@ class ImageFolderData(torch.utils.data.Dataset):
     images are listed in `skipped` (or raise with strict=True)."""
 
     def __init__(self, root: Path, prep: Preprocess, strict: bool):
+        require("job", "PIL")
         from PIL import Image
 
         self.root, self.prep = root, prep
@@ -209,7 +183,7 @@ class FactoryData(torch.utils.data.Dataset):
 
     def __init__(self, spec: str):
         self.spec = spec
-        ds = resolve_factory(spec, "data")()
+        ds = call_factory(spec, "data")
         if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
             raise JobError(f"data {spec!r} must return a map-style torch Dataset (with __len__ and __getitem__), "
                            f"got {type(ds).__name__}")
@@ -262,52 +236,6 @@ def _file_digest(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- models
-
-def open_model(spec: Optional[str], checkpoint: Optional[str]) -> Tuple[torch.nn.Module, str]:
-    """The model named by `--model` (None: the bundled DigitsCNN) in eval mode, on CPU,
-    with `checkpoint` loaded; returns (model, description)."""
-    if spec is None:
-        from ...data.digits import load_digits_model
-
-        return load_digits_model(), "bundled DigitsCNN"
-    path = Path(spec)
-    if path.is_file():
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # torch raises RuntimeError or others for non-TorchScript files
-            raise JobError(f"model file {path} is not a TorchScript file ({exc}); "
-                           f"for a Python model give module:factory and --checkpoint") from exc
-        if checkpoint is not None:
-            raise JobError("checkpoint applies to a module:factory model; a TorchScript file carries its weights")
-        return model.eval(), f"TorchScript {path.resolve()}"
-    if ":" not in spec:
-        raise JobError(f"model must be module:factory or a TorchScript file; {spec!r} is neither (file not found)")
-    model = resolve_factory(spec, "model")()
-    if not isinstance(model, torch.nn.Module):
-        raise JobError(f"model {spec!r} must return a torch.nn.Module, got {type(model).__name__}")
-    if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, spec)
-    return model.eval(), spec
-
-
-def _load_checkpoint(model: torch.nn.Module, checkpoint: str, spec: str) -> None:
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise JobError(f"checkpoint {checkpoint} is not a readable torch state dict: {exc}") from exc
-    if isinstance(state, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise JobError(f"checkpoint {checkpoint} must hold a state dict, got {type(state).__name__}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise JobError(f"checkpoint {checkpoint} does not fit model {spec}: " + " ".join(first[:4])) from exc
-
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """sha256 over the class name and every parameter and buffer (name, dtype, shape, bytes)."""

@@ -20,26 +20,13 @@ import torch
 
 from ... import __version__, methods
 from ...explainer import Explainer
+from ..loading import load_model, precision, resolve_device
 from . import dist as dist_mod
 from . import refs as refs_mod
 from .config import JobConfig, JobError
-from .inputs import model_fingerprint, open_dataset, open_model
+from .inputs import model_fingerprint, open_dataset
 from .progress import Progress
 from .store import PREVIEW, RunStore
-
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _device(spec: str, local_rank: int) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as exc:
-        raise ValueError(f"device must be 'auto' or a torch device like 'cpu' or 'cuda:0', got {spec!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise JobError(f"device {spec} asked for, but CUDA is not available")
-    return dev
 
 
 class _Job:
@@ -58,17 +45,15 @@ class _Job:
         self.n = min(n_all, cfg.limit) if cfg.limit else n_all
         x0 = self.dataset[0][0]
         self.shape = tuple(x0.shape)
-        model, model_desc = open_model(cfg.model, cfg.checkpoint)
+        model, model_desc, _ = load_model(cfg.model, cfg.checkpoint)
         fingerprint = model_fingerprint(model)
         files: Dict[str, Any] = {}  # file records for the identity
         bank = None
         if self.kind == "bank":  # checked against the weights as loaded, before any cast
             bank, files["bank"] = refs_mod.load_bank(cfg.bank, model, self.shape)
-        if cfg.dtype == "fp64":
-            model = model.double()
-            if bank is not None:
-                bank = refs_mod.retag_bank(bank, model)
-        self.in_dtype = torch.float64 if cfg.dtype == "fp64" else torch.float32
+        model, self.in_dtype, autocast = precision(model, cfg.dtype)
+        if bank is not None and cfg.dtype == "fp64":
+            bank = refs_mod.retag_bank(bank, model)
         self.model = model.to(device)
         kw = dict(cfg.method_settings)
         if cfg.steps is not None:
@@ -88,7 +73,7 @@ class _Job:
         try:
             self.explainer = Explainer(self.model, method=cfg.method, output=cfg.output,
                                        internal_batch_size=cfg.internal_batch_size,
-                                       autocast=_AUTOCAST.get(cfg.dtype), **kw)
+                                       autocast=autocast, **kw)
         except TypeError as exc:  # an unknown keyword for this method's settings()
             known = ", ".join(inspect.signature(self.method.settings).parameters)
             raise JobError(f"method {cfg.method!r} does not take these settings ({exc}); its settings are: "
@@ -113,6 +98,8 @@ class _Job:
         self.store = RunStore(Path(cfg.out))
         self.n_chunks = -(-self.n // cfg.chunk_size)
         self._first: Optional[Dict[str, np.ndarray]] = None  # chunk 0's first batch, when computed at creation
+        self._first_seconds = 0.0  # ... and the time it took, counted in chunk 0's time
+        self.progress: Optional[Progress] = None  # made before the first model call (the bar shows from the start)
 
     # ------------------------------------------------------------------ one batch
 
@@ -129,8 +116,9 @@ class _Job:
             target = y.to(self.device)
         else:
             target = int(cfg.target)
-        res = self.explainer.attribute(x, baselines=self.baselines, target=target,
-                                       return_convergence_delta=True, return_details=True)
+        # Details carry the convergence delta where the method has one (a completeness
+        # property); AGI has none and stores no delta array (asking for one is an error).
+        res = self.explainer.attribute(x, baselines=self.baselines, target=target, return_details=True)
         f_x, f_b = res.end_value, res.start_value
         eng = self.explainer.engine
         if self.kind == "constant" and (f_x is None or f_b is None):  # one forward pass for both ends
@@ -172,6 +160,7 @@ class _Job:
 
     def _create(self) -> None:
         first = self.batches([0])[0]  # chunk 0 is rank 0's, and its first batch is computed here
+        self.open_progress(done=0)  # a fresh store: nothing done, and the bar shows during that batch
         k = max(min(PREVIEW, self.n), len(first))
         items = [self.dataset[i] for i in range(k)]
         x = torch.stack([it[0] for it in items])  # as the DataLoader's default collate stacks them
@@ -179,17 +168,30 @@ class _Job:
         # The first batch tells which diagnostics this method reports, so that every
         # array exists before any rank writes; its result is kept for the loop, which
         # would compute exactly this batch (same items, same batch) first.
+        t0 = time.perf_counter()
         try:
             self._first = self.compute(x[:len(first)], y[:len(first)], 0)
         except RuntimeError as exc:  # the model's own error, e.g. a shape that does not fit
             raise JobError(f"the model failed on the first batch of the data (inputs of shape "
-                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}") from exc
+                           f"{tuple(x.shape[1:])}): {str(exc).strip().splitlines()[0]}{self._hint()}") from exc
+        self._first_seconds = time.perf_counter() - t0
         schema = {name: (v.shape[1:], str(v.dtype)) for name, v in self._first.items()}
         x = x[:min(PREVIEW, self.n)]
         info = {"config": _jsonable(self.cfg.as_dict()), "identity": self.identity, "skipped": self.skipped,
                 "pathattr_version": __version__, "torch_version": torch.__version__,
                 "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.store.create(self.identity, self.n, schema, self.cfg.chunk_size, x.numpy(), info)
+
+    def _hint(self) -> str:
+        """What a method needs of the model that a plain classifier lacks, said after its error."""
+        if self.explainer.method != "icg" or hasattr(self.model, "certainty_channels"):
+            return ""
+        c = self.shape[0] if self.shape else 1
+        cc = self.explainer.settings.get("certainty_channels") or 1
+        return (f". --method icg needs a certainty-aware model: ICG runs it on the values and their certainty "
+                f"concatenated along dim 1 ({c} value + {cc} certainty channels = {c + cc}) and integrates over "
+                f"the certainty (docs/methods.md §8). Give --model a pathattr.CertaintyModel (module:factory) "
+                f"or a network trained on that joint input (--set certainty_channels=N for N per position)")
 
     # ------------------------------------------------------------------ the loop
 
@@ -201,6 +203,14 @@ class _Job:
             out += [list(range(b, min(stop, b + bs))) for b in range(start, stop, bs)]
         return out
 
+    def open_progress(self, done: int) -> Progress:
+        """This rank's bar over its items, `done` of them already in the store (made once)."""
+        if self.progress is None:
+            d = self.dist
+            n_mine = sum(self._size(k) for k in dist_mod.shard(self.n_chunks, d.rank, d.world_size))
+            self.progress = Progress(d.rank, d.world_size, n_mine, done, self.cfg.quiet, self.cfg.log_json)
+        return self.progress
+
     def run(self, session: str) -> Dict[str, Any]:
         cfg, d = self.cfg, self.dist
         mine = dist_mod.shard(self.n_chunks, d.rank, d.world_size)
@@ -208,7 +218,7 @@ class _Job:
         pending = [k for k in mine if k not in done]
         n_mine = sum(self._size(k) for k in mine)
         n_pending = sum(self._size(k) for k in pending)
-        prog = Progress(d.rank, d.world_size, n_mine, n_mine - n_pending, cfg.quiet, cfg.log_json)
+        prog = self.open_progress(n_mine - n_pending)
         prog.log("start", items=n_mine, pending=n_pending, chunks=len(pending), device=str(self.device),
                  world_size=d.world_size, pid=os.getpid(), session=session)
         batches = self.batches(pending)
@@ -235,11 +245,12 @@ class _Job:
             for k in pending:
                 t0 = time.perf_counter()
                 start, parts = k * cfg.chunk_size, ([kept] if k == 0 and kept is not None else [])
+                first_sec = self._first_seconds if parts else 0.0  # the kept batch's time belongs to chunk 0
                 while sum(len(p["index"]) for p in parts) < self._size(k):
                     x, y = next(it)
                     parts.append(self.compute(x, y, start + sum(len(p["index"]) for p in parts)))
                 data = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-                sec = time.perf_counter() - t0
+                sec = time.perf_counter() - t0 + first_sec
                 info = {"rank": d.rank, "session": session, "seconds": sec, "items": self._size(k),
                         "device": str(self.device), "t_end": time.time()}
                 fut = writer.submit(self.store.write_chunk, k, start, data, info)
@@ -296,12 +307,15 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
     cfg.check()
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     d = dist_mod.setup(wants_cuda)
+    job = None
     try:
-        device = _device(cfg.device, d.local_rank)
+        device = resolve_device(cfg.device, d.local_rank)
         job = _Job(cfg, d, device)
+        # The clock starts before the store is made: creating it computes the first batch,
+        # which counts in this run's time and items/s like every other batch.
+        t0 = time.perf_counter()
         job.prepare_store()
         session = d.broadcast(uuid.uuid4().hex[:12])
-        t0 = time.perf_counter()
         mine = job.run(session)
         d.barrier()
         wall = time.perf_counter() - t0
@@ -319,6 +333,8 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
         mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped")})
         return manifest
     finally:
+        if job is not None and job.progress is not None:
+            job.progress.close()  # a run that failed while creating its store leaves no bar open
         d.close()
 
 

@@ -38,10 +38,14 @@ PREVIEW = 16
 
 
 def _zarr():
-    try:
-        import zarr
-    except ImportError as exc:
-        raise JobError("the dataset job needs zarr >= 3 (Python 3.11+): pip install 'zarr>=3'") from exc
+    from ..extras import require
+
+    require("job", "zarr")  # MissingExtra naming pathattr[job]
+    import zarr
+
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise JobError(f"the dataset job needs zarr >= 3 (Python 3.11+), found zarr {zarr.__version__}: "
+                       f"pip install 'pathattr[job]'")
     return zarr
 
 

@@ -53,7 +53,7 @@ RESPONSE_SCHEMA = {
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}}
 _ERRORS = {str(c): {"description": d, "content": {"application/json": {"schema": ERROR_SCHEMA}}} for c, d in (
     (400, "malformed JSON"), (404, "unknown model"), (413, "payload or batch too large"),
-    (422, "wrong shape, dtype, NaN or bad parameters"), (503, "not ready, shutting down or queue full"),
+    (422, "wrong shape, dtype, NaN, bad parameters, or inputs on which the model overflows"), (503, "not ready, shutting down or queue full"),
     (504, "deadline exceeded"))}
 _EXPLAIN_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}},
                 "responses": {"200": {"description": "attributions, one per instance",
@@ -116,6 +116,8 @@ def build_app(service) -> FastAPI:
             resp = _error(503, str(err), headers={"Retry-After": "1"})
         except BatcherClosed as err:
             resp = _error(503, str(err))
+        except FloatingPointError as err:  # finite inputs the model overflows on: the library names them
+            resp = _error(422, f"the model gave non-finite values for these instances: {err}")
         except ValueError as err:  # the library's own argument checks
             resp = _error(422, str(err))
         except Exception as err:  # the model itself failed: still JSON, still counted; the worker lives on
@@ -135,6 +137,8 @@ def build_app(service) -> FastAPI:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as err:
             raise BadRequest(400, f"malformed JSON: {err}") from None
+        except RecursionError:  # the decoder recurses once per nesting level
+            raise BadRequest(400, "malformed JSON: nested too deeply for the decoder") from None
         if not isinstance(payload, dict) or "instances" not in payload:
             raise BadRequest(422, "the body must be a JSON object with 'instances'")
         enc, dt, want_png, timeout_ms, target = parse_options(payload.get("parameters"))

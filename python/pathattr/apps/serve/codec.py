@@ -55,8 +55,8 @@ def _decode_b64(inst: dict, i: int) -> np.ndarray:
 def _decode_list(inst: list, i: int) -> np.ndarray:
     try:
         arr = np.asarray(inst)
-    except ValueError:  # ragged nesting
-        raise BadRequest(422, f"instances[{i}] is a ragged nested list; it must be a regular array") from None
+    except ValueError as err:  # ragged nesting, or more than numpy's 64 dimensions
+        raise BadRequest(422, f"instances[{i}] is not a regular array of numbers ({err})") from None
     if arr.dtype.kind not in "iuf":  # strings, bools, objects (ragged or mixed)
         raise BadRequest(422, f"instances[{i}] must hold only numbers (got array kind {arr.dtype.kind!r})")
     return arr

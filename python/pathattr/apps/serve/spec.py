@@ -2,12 +2,12 @@
 `pathattr serve --model ...` turns a command-line string into one."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import torch
+
+from ..loading import BUNDLED, load_model, precision, resolve_device
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
@@ -22,6 +22,7 @@ class ModelSpec:
         input_shape: the shape of ONE instance, e.g. (1, 8, 8); requests must match it exactly.
         dtype: the dtype the model runs in; request floats are cast to it.
         num_classes: the number of outputs (None: read from one forward pass at warm-up).
+        autocast: None, or torch.bfloat16 / torch.float16 to run the model under autocast.
     """
 
     name: str
@@ -29,6 +30,7 @@ class ModelSpec:
     input_shape: Tuple[int, ...]
     dtype: torch.dtype = torch.float32
     num_classes: Optional[int] = None
+    autocast: Optional[torch.dtype] = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or "/" in self.name or ":" in self.name:
@@ -41,6 +43,8 @@ class ModelSpec:
         self.input_shape = shape
         if self.dtype not in DTYPES.values():
             raise TypeError(f"dtype must be torch.float16, float32 or float64, got {self.dtype!r}")
+        if self.autocast not in (None, torch.bfloat16, torch.float16):
+            raise TypeError(f"autocast must be None, torch.bfloat16 or torch.float16, got {self.autocast!r}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
             raise ValueError(f"num_classes must be a positive int or None, got {self.num_classes!r}")
 
@@ -64,36 +68,22 @@ def parse_shape(text: str) -> Tuple[int, ...]:
     return shape
 
 
-def load_spec(model: str = "digits", input_shape: Optional[str] = None, name: Optional[str] = None,
-              device: str = "cpu") -> ModelSpec:
-    """The ModelSpec for `pathattr serve --model MODEL`.
+def load_spec(model: Optional[str] = "digits", input_shape: Optional[str] = None, name: Optional[str] = None,
+              device: str = "auto", checkpoint: Optional[str] = None, dtype: str = "fp32") -> ModelSpec:
+    """The ModelSpec for `pathattr serve --model MODEL [--checkpoint F] [--dtype D] [--device D]`.
 
-    MODEL is "digits" (the bundled DigitsCNN, input (1, 8, 8), 10 classes), a TorchScript
-    file (*.pt / *.pth, loaded with torch.jit.load) or "package.module:attr" naming an
-    nn.Module or a function returning one. Anything but "digits" needs `input_shape`.
+    MODEL is read as by `pathattr attribute` (apps/loading.py): "digits" or None (the
+    bundled DigitsCNN, input (1, 8, 8), 10 classes), module:factory (imported from the
+    working folder) with an optional state-dict `checkpoint`, a torch.export program
+    (.pt2) or a TorchScript file. Anything but digits needs `input_shape`. `dtype`:
+    fp32 (default), fp64, or bf16/fp16 autocast (the spec's `autocast`).
     """
-    dev = torch.device(device)
-    if model == "digits":
-        from ...data.digits import load_digits_model
-
-        net = load_digits_model().to(dev).eval()
-        return ModelSpec(name or "digits", net, tuple(int(d) for d in parse_shape(input_shape or "1,8,8")), num_classes=10)
-    if input_shape is None:
+    bundled = model is None or model == BUNDLED
+    if input_shape is None and not bundled:
         raise ValueError("--input-shape is required for a model other than the bundled 'digits'")
-    shape = parse_shape(input_shape)
-    if ":" in model and not Path(model).exists():
-        mod_name, _, attr = model.partition(":")
-        obj = getattr(importlib.import_module(mod_name), attr)
-        net = obj if isinstance(obj, torch.nn.Module) else obj()
-        default_name = attr
-    else:
-        path = Path(model)
-        if not path.is_file():
-            raise ValueError(f"--model must be 'digits', a TorchScript file or 'module:attr'; {model!r} is none of these")
-        net = torch.jit.load(str(path), map_location=dev)
-        default_name = path.stem
-    if not isinstance(net, torch.nn.Module):
-        raise TypeError(f"--model {model!r} did not give a torch.nn.Module (got {type(net).__name__})")
-    net = net.to(dev).eval()
-    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
-    return ModelSpec(name or default_name, net, shape, dtype=dtype)
+    shape = parse_shape(input_shape or "1,8,8")
+    dev = resolve_device(device)
+    net, _, default_name = load_model(model, checkpoint)
+    net, in_dtype, autocast = precision(net, dtype)
+    return ModelSpec(name or default_name, net.to(dev), shape, dtype=in_dtype, num_classes=10 if bundled else None,
+                     autocast=autocast)
