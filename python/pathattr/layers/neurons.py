@@ -139,7 +139,7 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
     engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size)
     batch = engine.prepare(inputs, baselines, target, additional_forward_args)
     mask = _check_region(region_mask, batch.x)
-    if batch.target is None and not callable(engine.output):
+    if batch.target is None:
         engine.endpoints(batch, baselines=False)  # resolves target = argmax model(x)
     B = batch.size
     sched = schedules.uniform(method, n, B)
