@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from . import methods
-from .engine import quick
+from .engine import packing, quick
 from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine.core import PathEngine
 from .methods import distribution
@@ -108,7 +108,8 @@ class Explainer:
             return_convergence_delta; an AttributionResult when return_details.
         """
         limit = None if deadline is None and timeout is None else resolve_deadline(deadline, timeout)
-        rows = inputs.shape[0] if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else None
+        first = inputs[0] if packing.is_tuple(inputs) and len(inputs) else inputs
+        rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
         if self.max_batch is not None and rows is not None and rows > self.max_batch:
             raise ValueError(f"inputs has {rows} rows but this Explainer's max_batch is {self.max_batch}")
         acquire_before(self._lock, limit)
@@ -156,6 +157,12 @@ class Explainer:
         return self
 
     def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
+        if packing.is_tuple(inputs):  # several inputs: packed into one, the model wrapped for the call
+            return packing.attribute(self._run_one, self.engine, self.method, inputs, baselines, target,
+                                     additional_forward_args, want_delta, want_details)
+        return self._run_one(inputs, baselines, target, additional_forward_args, want_delta, want_details)
+
+    def _run_one(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
         # A method with its own `prepare` reads `baselines` itself (a reference set, or
         # None for LPI's bank); a distribution_baseline expands the inputs into pairs.
         prepare = getattr(self._method, "prepare", None)

@@ -29,7 +29,14 @@ from ..engine.checks import check_finite, check_positive_int
 
 
 def check_reference_set(references: Any, name: str = "baselines") -> int:
-    """The number R >= 1 of references in a tensor (R, *shape) or a Dataset."""
+    """The number R >= 1 of references in a tensor (R, *shape) or a Dataset (or, for a
+    tuple of inputs, a tuple of tensors (R, *shape_i) with one R: engine/packing.py)."""
+    if isinstance(references, (tuple, list)) and references and all(isinstance(r, torch.Tensor) for r in references):
+        sizes = [check_reference_set(r, f"{name}[{i}]") for i, r in enumerate(references)]
+        if len(set(sizes)) != 1:
+            raise ValueError(f"{name}: every part of a tuple reference set must hold the same number of references; "
+                             f"got {sizes}")
+        return sizes[0]
     if isinstance(references, torch.Tensor):
         if references.dim() < 1:
             raise ValueError(f"{name} must be a reference set of shape (R, *input_shape), got a 0-d tensor")

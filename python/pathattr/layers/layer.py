@@ -63,11 +63,12 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
     cfg = m.settings(**method_settings)
     x, base = _check_layer_inputs(inputs, baselines)
     args = normalize_forward_args(additional_forward_args)
+    # the engine first: it checks `output` and the other engine settings before the model runs
+    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
     h_x = activations(model, layer, x, args, attribute_to_layer_input)
     h_b = activations(model, layer, base, args, attribute_to_layer_input)
     if not h_x.is_floating_point():
         raise TypeError(f"layer's activations have dtype {h_x.dtype}; attribution needs floating-point activations")
-    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
     batch = engine.prepare(h_x, h_b, target, (x,) + args)
     res = m.run(engine, batch, cfg, want_delta=return_convergence_delta, want_details=return_details)
     if return_details:
@@ -95,8 +96,11 @@ def layer_integrated_gradients(model, layer, inputs, baselines=None, target=None
     """IG of F with respect to `layer`'s output (or input), as Captum's LayerIntegratedGradients.
 
     Args:
-        model: a torch.nn.Module; layer: one of its submodules, called once per forward,
-            with one tensor output (or input, for attribute_to_layer_input=True).
+        model: any callable: a torch.nn.Module (e.g. a Hugging Face model, passed as it is),
+            or a function that calls `layer`. Its output may be a tensor, tuple, dict or
+            ModelOutput (see `output` in `integrated_gradients`).
+        layer: a torch.nn.Module, inside model when model is a Module, called once per
+            forward, with one tensor output (or input, for attribute_to_layer_input=True).
         inputs: (B, *shape) the model's input; any real dtype (token ids are fine).
         baselines: None (zeros of inputs' shape and dtype, e.g. token id 0), a number, or a
             tensor broadcastable to inputs. The path starts at h(baselines).
