@@ -179,7 +179,7 @@ class Explainer:
     def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
         if packing.is_tuple(inputs):  # several inputs: packed into one, the model wrapped for the call
             return packing.attribute(self._run_one, self.engine, self.method, inputs, baselines, target,
-                                     additional_forward_args, want_delta, want_details)
+                                     additional_forward_args, want_delta, want_details, self.settings.get("references"))
         return self._run_one(inputs, baselines, target, additional_forward_args, want_delta, want_details)
 
     def _run_one(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):

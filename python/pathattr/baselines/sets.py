@@ -63,6 +63,9 @@ def gather_references(references: Any, index: torch.Tensor, like: torch.Tensor, 
     """
     shape = tuple(like.shape[1:])
     flat = index.reshape(-1)
+    if isinstance(references, (tuple, list)):
+        raise TypeError(f"{name} is a tuple of reference sets, which goes with a tuple of inputs; for one input tensor "
+                        f"pass one reference set (R, *{shape})")
     if isinstance(references, torch.Tensor):
         if tuple(references.shape[1:]) != shape:
             raise ValueError(f"{name} must have shape (R, *{shape}) to match the inputs; got {tuple(references.shape)}")

@@ -129,10 +129,11 @@ class PackedModel(nn.Module):
 
 
 def attribute(run: Callable, engine, method: str, inputs: Sequence[Any], baselines: Any, target: Any,
-              additional_forward_args: Any, want_delta: bool, want_details: bool):
+              additional_forward_args: Any, want_delta: bool, want_details: bool, references: Any = None):
     """`run(inputs, baselines, target, args, want_delta, want_details)` (the Explainer's
     single-tensor path) on the packed tuple, with the engine's model wrapped for the call;
-    the result's attributions split back into a tuple."""
+    the result's attributions split back into a tuple. `references`: the Explainer's own
+    reference set (expected_gradients' setting), used when `baselines` is None."""
     from ..baselines.sets import DistributionBaseline  # baselines/ imports engine/: import at call time
 
     if method not in METHODS:
@@ -142,8 +143,8 @@ def attribute(run: Callable, engine, method: str, inputs: Sequence[Any], baselin
     parts = tuple(inputs)
     if isinstance(baselines, DistributionBaseline):
         base = dataclasses.replace(baselines, references=pack_references(baselines.references, parts, layout))
-    elif method == "expected_gradients" and baselines is not None:
-        base = pack_references(baselines, parts, layout)
+    elif method == "expected_gradients" and (baselines is not None or references is not None):
+        base = pack_references(references if baselines is None else baselines, parts, layout)
     else:
         base = pack_baselines(baselines, parts, layout)
     model, graphs = engine.model, engine.graphs
