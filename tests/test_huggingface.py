@@ -18,7 +18,8 @@ STEPS = 16
 def bert():
     torch.manual_seed(1234)
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=32, num_labels=3)
+                                  intermediate_size=32, max_position_embeddings=32, num_labels=3,
+                                  initializer_range=0.3)  # attributions of order 0.1, not 1e-5
     model = transformers.AutoModelForSequenceClassification.from_config(cfg).eval().double()
     ids = torch.randint(5, 50, (3, 7))
     mask = torch.ones_like(ids)
@@ -38,6 +39,7 @@ def test_layer_ig_on_bert_embeddings_equals_captum(bert, seed):
     theirs, their_delta = lig.attribute(ids, base, target=target, additional_forward_args=(mask,), n_steps=STEPS,
                                         method="gausslegendre", return_convergence_delta=True)
     assert ours.shape == theirs.shape == (3, 7, 16) and ours.dtype == torch.float64
+    assert theirs.abs().max() > 1e-2  # numbers that mean something at these tolerances
     assert_close(ours, theirs, rtol=1e-6, atol=1e-9, what="layer IG, BERT embeddings")
     assert_close(delta, their_delta, rtol=1e-6, atol=1e-7, what="layer IG delta")
     # target=None: the argmax of the ModelOutput's logits, as Captum is told explicitly
@@ -100,7 +102,7 @@ def test_idg_and_layer_idg_on_bert(bert, seed):
 
 def test_gpt2_next_token_logit_from_the_raw_output(seed):
     torch.manual_seed(99)
-    cfg = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    cfg = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, initializer_range=0.3)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval().double()
     ids = torch.randint(0, 40, (2, 6))
     nxt = torch.tensor([3, 17])  # the explained next token of each input
