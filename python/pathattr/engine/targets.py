@@ -14,18 +14,18 @@ rows, joining chunks and expanding a shared baseline work as they do on tensors.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import numbers
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
+from .rawoutput import Layout
+
 OUTPUTS = ("logit", "softmax", "log_softmax")
-OUTPUT_HELP = ("output must be one of 'logit', 'softmax', 'log_softmax', 'KEY:FUNC' (FUNC one of those three, applied to "
-               "the entry KEY of a dict-like model output or element KEY (an integer) of a tuple, e.g. 'start_logits:softmax'), or a callable "
-               "f(model_output, target) -> (batch,)")
+OUTPUT_HELP = ("output must be one of 'logit', 'softmax', 'log_softmax', 'KEY:FUNC' (FUNC one of those three, "
+               "applied to the entry KEY of a dict-like model output or element KEY (an integer) of a tuple, e.g. "
+               "'start_logits:softmax'), or a callable f(model_output, target) -> (batch,)")
 
 
 class KeyedOutput(str):
@@ -51,13 +51,13 @@ class OutputCallable:
 
     def __init__(self, fn: Callable):
         self.fn = fn
-        self.layout: Optional[_Layout] = None  # the last non-tensor output's structure (None: a tensor)
+        self.layout: Optional[Layout] = None  # the last non-tensor output's structure (None: a tensor)
 
     def __call__(self, out: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         return self.fn(out if self.layout is None else self.layout.unpack(out), target)
 
     def pack(self, out: Any, rows: int) -> torch.Tensor:
-        self.layout, packed = _Layout.of(out, rows)
+        self.layout, packed = Layout.of(out, rows)
         return packed
 
     def raw(self, out: torch.Tensor) -> Any:
@@ -259,86 +259,3 @@ def select_output(out: torch.Tensor, target: Union[None, int, torch.Tensor], out
     if isinstance(target, int):
         return out.select(1, target)
     return out.gather(1, target if target.dim() == 2 else target.view(-1, 1)).view(-1)
-
-
-class _Layout:
-    """The structure of a non-tensor model output: its floating tensors with a batch
-    dimension become column blocks of one (rows, K) tensor; every other leaf (ints,
-    scalars, a 0-d loss, a cache object) is kept as returned."""
-
-    __slots__ = ("tree", "blocks", "dtype")
-
-    def __init__(self, tree, blocks, dtype):
-        self.tree, self.blocks, self.dtype = tree, blocks, dtype
-
-    @classmethod
-    def of(cls, out: Any, rows: int) -> Tuple["_Layout", torch.Tensor]:
-        leaves: List[torch.Tensor] = []
-        tree = _flatten(out, rows, leaves, 0)
-        dtype = torch.float32
-        for t in leaves:
-            dtype = torch.promote_types(dtype, t.dtype)
-        flat = [t.reshape(rows, -1) for t in leaves]
-        flat = [t if t.dtype == dtype else t.to(dtype) for t in flat]
-        if len(flat) == 1:
-            packed = flat[0]
-        elif flat:
-            packed = torch.cat(flat, 1)
-        else:
-            packed = torch.zeros((rows, 0), dtype=dtype)
-        blocks = [tuple(t.shape[1:]) for t in leaves]
-        return cls(tree, blocks, dtype), packed
-
-    def unpack(self, packed: torch.Tensor) -> Any:
-        rows, parts, at = packed.shape[0], [], 0
-        for shape in self.blocks:
-            n = math.prod(shape)
-            parts.append(packed[:, at:at + n].reshape((rows,) + shape))
-            at += n
-        return _rebuild(self.tree, parts)
-
-
-_MAX_DEPTH = 32
-
-
-def _flatten(obj: Any, rows: int, leaves: List[torch.Tensor], depth: int):
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"the model's output is nested more than {_MAX_DEPTH} levels deep")
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() and obj.dim() >= 1 and obj.shape[0] == rows:
-            leaves.append(obj)
-            return ("leaf", len(leaves) - 1)
-        return ("const", obj)
-    if isinstance(obj, Mapping):
-        keys = list(obj.keys())
-        return ("map", type(obj), keys, [_flatten(obj[k], rows, leaves, depth + 1) for k in keys])
-    if isinstance(obj, (tuple, list)):
-        return ("seq", type(obj), [_flatten(v, rows, leaves, depth + 1) for v in obj])
-    return ("const", obj)
-
-
-def _rebuild(node, parts: List[torch.Tensor]) -> Any:
-    kind = node[0]
-    if kind == "leaf":
-        return parts[node[1]]
-    if kind == "const":
-        return node[1]
-    if kind == "map":
-        _, typ, keys, children = node
-        vals = {k: _rebuild(c, parts) for k, c in zip(keys, children)}
-        if dataclasses.is_dataclass(typ):  # a Hugging Face ModelOutput: a dataclass and an OrderedDict
-            return typ(**vals)
-        try:
-            return typ(vals)
-        except TypeError:
-            return dict(vals)
-    _, typ, children = node
-    vals = [_rebuild(c, parts) for c in children]
-    if typ in (tuple, list):
-        return typ(vals)
-    if hasattr(typ, "_fields"):  # a namedtuple
-        return typ(*vals)
-    try:
-        return typ(vals)
-    except TypeError:
-        return tuple(vals)
