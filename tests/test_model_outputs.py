@@ -179,3 +179,20 @@ def test_layers_on_raw_outputs(mlp):
         want = fn(mlp, mlp.net[1], x, n_steps=8)
         assert_close(got, want, rtol=1e-12, atol=1e-14, what=fn.__name__)
     assert seen and all(t is not None for t in seen)
+
+
+@pytest.mark.parametrize("jvp", ["forward_ad", "double_backward"])
+def test_neurons_on_raw_outputs_and_plain_functions(mlp, jvp):
+    x = torch.randn(3, 6, dtype=torch.float64)
+    want = pa.neuron_conductance(mlp, mlp.net[3], x, n_steps=8, jvp=jvp)
+    got = pa.neuron_conductance(lambda v: {"logits": mlp(v)}, mlp.net[3], x, n_steps=8, jvp=jvp)
+    assert_close(got, want, rtol=1e-12, atol=1e-14, what=f"neuron conductance, dict output ({jvp})")
+    seen = []
+
+    def pick(out, t):
+        seen.append(t)
+        return out[0].gather(1, t.view(-1, 1)).view(-1)
+
+    got = pa.neuron_conductance(Raw(mlp, "tuple"), mlp.net[3], x, n_steps=8, jvp=jvp, output=pick)
+    assert_close(got, want, rtol=1e-12, atol=1e-14, what=f"neuron conductance, callable ({jvp})")
+    assert seen and all(t is not None for t in seen)

@@ -68,7 +68,8 @@ def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
         dual = fwAD.make_dual(points, tangents)
         with torch.enable_grad(), intercept(layer, swap, to_input) as calls:
             out = model(dual, *args)
-        out = fwAD.unpack_dual(out).primal
+        if isinstance(out, torch.Tensor):  # a tuple/dict output: its tangents go with the level
+            out = fwAD.unpack_dual(out).primal
     if calls[0] == 0:
         raise ValueError("layer was not called in model's forward pass")
     jv = kept["jv"]
