@@ -115,6 +115,8 @@ def test_layer_bad_inputs():
     with pytest.raises(ValueError, match="n_steps"):
         pa.layer_integrated_decision_gradients(model, model.net[1], x, n_steps=0)
     with pytest.raises(TypeError, match="model"):
+        pa.layer_integrated_gradients("model", model.net[1], x)
+    with pytest.raises(ValueError, match="not called"):  # a plain function is fine, if it calls the layer
         pa.layer_integrated_gradients(lambda z: z, model.net[1], x)
     unused = torch.nn.Linear(3, 3)
     model.add_module("unused", unused)
@@ -135,3 +137,22 @@ def test_layer_ig_with_forward_args_equals_captum(seed):
         x, target=2, additional_forward_args=(gate, 0.7), n_steps=12, method="gausslegendre",
         attribute_to_layer_input=True)
     assert_close(ours, theirs, rtol=1e-6, atol=1e-9, what="layer IG with forward args")
+
+
+def test_layer_ig_on_a_plain_function_equals_captum(seed):
+    """A function that calls modules (no nn.Module around them) with a layer it calls;
+    its extra forward args too."""
+    model = MLP(d_in=12, hidden=16, classes=5).double().eval()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    base = torch.randn_like(x) * 0.1
+    fn = lambda z, s: model(z) * s  # noqa: E731
+    target = torch.tensor([0, 4, 2])
+    ours = pa.layer_integrated_gradients(fn, model.net[3], x, base, target=target, additional_forward_args=(1.5,),
+                                         n_steps=12)
+    theirs = captum_attr.LayerIntegratedGradients(fn, model.net[3]).attribute(
+        x, base, target=target, additional_forward_args=(1.5,), n_steps=12, method="gausslegendre")
+    assert_close(ours, theirs, rtol=1e-6, atol=1e-9, what="layer IG of a plain function")
+    ours = pa.layer_integrated_decision_gradients(fn, model.net[3], x, base, target=target,
+                                                  additional_forward_args=(1.5,), n_steps=12)
+    want = pa.layer_integrated_decision_gradients(model, model.net[3], x, base, target=target, n_steps=12)
+    assert_close(ours, 1.5 ** 2 * want, rtol=1e-9, atol=1e-12, what="layer IDG of a plain function")

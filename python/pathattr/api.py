@@ -36,7 +36,16 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
 
     Same arguments and results as Captum's IntegratedGradients.attribute, plus:
     method "riemann_trapezoid" is the true trapezoid rule (Captum's weights sum to
-    1 - 1/n); output= picks logit/softmax/log_softmax or a callable; return_details.
+    1 - 1/n); output=; return_details.
+    inputs: a tensor (B, *shape), or a tuple of them for a model of several inputs
+        (model(x1, x2, ..., *additional_forward_args)); baselines then a tuple with one
+        entry per input (None, a number or a tensor), and the attributions a tuple.
+    output: "logit" (default), "softmax" or "log_softmax" of the model's logits (a tensor
+        output itself; the "logits" entry of a dict or Hugging Face ModelOutput; element 0
+        of a tuple), "KEY:FUNC" for another entry ("start_logits:softmax"; an integer KEY
+        indexes a tuple), or f(model_output, target) -> (B,) called with the output as the
+        model returned it and the targets (target=None: the argmax of the logits, resolved
+        first). Details: `Explainer`.
     Cost: n_steps forward+backward passes per input (+1 forward of x and x' when
     target is None or a delta is asked for). See `Explainer.attribute` for arguments.
     """

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from . import methods
-from .engine import quick
+from .engine import packing, quick
 from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine.core import PathEngine
 from .methods import distribution
@@ -25,11 +25,23 @@ class Explainer:
     """Explain a model's outputs with one method and fixed settings.
 
     Args:
-        model: a torch.nn.Module (or callable) mapping (B, *shape) to (B, C) outputs.
+        model: a torch.nn.Module (or any callable) mapping (B, *shape) to (B, C) logits,
+            returned as a tensor, a tuple/list (logits first), a dict or a Hugging Face
+            ModelOutput (a "logits" entry); no wrapper needed. With a tuple of inputs it is
+            called as model(x1, x2, ..., *additional_forward_args).
             Use it in eval mode: BatchNorm in training mode mixes path points.
         method: "idg" (default), "ig", "left_ig", "guided_ig", "agi", "expected_gradients",
             "lpi", "icg" or "bshap" (aliases in `methods.ALIASES`).
-        output: "logit" (default), "softmax", "log_softmax", or f(model_output, target) -> (B,).
+        output: what is explained of the model's output for class `target`:
+            "logit" (default), "softmax" or "log_softmax" of the model's logits (the output
+            itself if a tensor; its "logits" entry if a dict or ModelOutput; element 0 if a
+            tuple or list); "KEY:FUNC", FUNC one of those three, for another entry: KEY is a
+            dict/ModelOutput key or attribute, or an integer index into a tuple (e.g.
+            "start_logits:softmax", "1:logit"); or a callable f(model_output, target) -> (B,)
+            that gets the model's output as the model returned it (tensor, tuple, dict,
+            ModelOutput) and a (B,) int64 target, never None: with target=None it is the
+            argmax of the logits at the inputs (an error naming `target` if the output has
+            no (B, C) logits). A bad string raises ValueError naming `output` at once.
         internal_batch_size: path points per forward+backward pass (None: measured default).
         probe_batch_size: path points per forward-only pass (None: measured default).
         autocast: None, torch.bfloat16 or torch.float16: run the model under autocast;
@@ -88,9 +100,17 @@ class Explainer:
         """Attribute F (the `output` of class `target`) of every input to its features.
 
         Args:
-            inputs: (B, *shape) floating tensor, on the model's device, finite.
+            inputs: (B, *shape) floating tensor, on the model's device, finite; or a tuple of
+                such tensors (x1, x2, ...), one per model input, with one B, on one device
+                (methods "ig", "idg", "left_ig", "guided_ig", "expected_gradients"; the
+                attributions are then a tuple, one per input, each of its input's shape and
+                dtype; delta and details stay (B, ...) per input row).
             baselines: None (zeros in the model's input space), a number, a tensor of
                 shape `shape`, (1, *shape) or (B, *shape), or anything broadcastable to inputs.
+                With tuple inputs: None, one number for every input, or a tuple of one
+                baseline per input (each None, a number or a tensor as above); a reference
+                set (expected_gradients) or distribution_baseline(...) is a tuple of tensors
+                (R, *shape_i) with one R.
             target: None (argmax of model(inputs), reported in details), an int, or B ints.
             additional_forward_args: extra positional args for the model; tensors whose
                 first dimension is B are matched to their input's path points.
@@ -104,11 +124,12 @@ class Explainer:
                 running is not interrupted).
 
         Returns:
-            attributions (B, *shape) in the inputs' dtype; (attributions, delta) when
+            attributions (B, *shape) in the inputs' dtype (a tuple of them for tuple inputs); (attributions, delta) when
             return_convergence_delta; an AttributionResult when return_details.
         """
         limit = None if deadline is None and timeout is None else resolve_deadline(deadline, timeout)
-        rows = inputs.shape[0] if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else None
+        first = inputs[0] if packing.is_tuple(inputs) and len(inputs) else inputs
+        rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
         if self.max_batch is not None and rows is not None and rows > self.max_batch:
             raise ValueError(f"inputs has {rows} rows but this Explainer's max_batch is {self.max_batch}")
         acquire_before(self._lock, limit)
@@ -156,6 +177,12 @@ class Explainer:
         return self
 
     def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
+        if packing.is_tuple(inputs):  # several inputs: packed into one, the model wrapped for the call
+            return packing.attribute(self._run_one, self.engine, self.method, inputs, baselines, target,
+                                     additional_forward_args, want_delta, want_details, self.settings.get("references"))
+        return self._run_one(inputs, baselines, target, additional_forward_args, want_delta, want_details)
+
+    def _run_one(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
         # A method with its own `prepare` reads `baselines` itself (a reference set, or
         # None for LPI's bank); a distribution_baseline expands the inputs into pairs.
         prepare = getattr(self._method, "prepare", None)

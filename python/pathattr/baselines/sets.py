@@ -29,7 +29,14 @@ from ..engine.checks import check_finite, check_positive_int
 
 
 def check_reference_set(references: Any, name: str = "baselines") -> int:
-    """The number R >= 1 of references in a tensor (R, *shape) or a Dataset."""
+    """The number R >= 1 of references in a tensor (R, *shape) or a Dataset (or, for a
+    tuple of inputs, a tuple of tensors (R, *shape_i) with one R: engine/packing.py)."""
+    if isinstance(references, (tuple, list)) and references and all(isinstance(r, torch.Tensor) for r in references):
+        sizes = [check_reference_set(r, f"{name}[{i}]") for i, r in enumerate(references)]
+        if len(set(sizes)) != 1:
+            raise ValueError(f"{name}: every part of a tuple reference set must hold the same number of references; "
+                             f"got {sizes}")
+        return sizes[0]
     if isinstance(references, torch.Tensor):
         if references.dim() < 1:
             raise ValueError(f"{name} must be a reference set of shape (R, *input_shape), got a 0-d tensor")
@@ -56,6 +63,9 @@ def gather_references(references: Any, index: torch.Tensor, like: torch.Tensor, 
     """
     shape = tuple(like.shape[1:])
     flat = index.reshape(-1)
+    if isinstance(references, (tuple, list)):
+        raise TypeError(f"{name} is a tuple of reference sets, which goes with a tuple of inputs; for one input tensor "
+                        f"pass one reference set (R, *{shape})")
     if isinstance(references, torch.Tensor):
         if tuple(references.shape[1:]) != shape:
             raise ValueError(f"{name} must have shape (R, *{shape}) to match the inputs; got {tuple(references.shape)}")

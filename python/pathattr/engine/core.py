@@ -27,7 +27,8 @@ from . import schedule as schedules
 from .profiling import stage
 from .checks import (all_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
                      prepare_baselines)
-from .targets import check_model_output, check_output, check_target_range, parse_target, select_output
+from .targets import (check_model_output, check_output, check_target_range, parse_target, resolve_target,
+                      select_output)
 
 IMPORTANCE = ("none", "exact", "finite_difference")
 # Default chunk: as many path points as fit a budget of input elements, within
@@ -312,8 +313,8 @@ class PathEngine:
                 out = self.graphs.forward(batch, points)
             else:
                 out = self.forward_rows(batch, points, examples)
-        if batch.target is None and out.dim() == 2:
-            batch.target = batch._checked_target = out[:B].argmax(1)  # in range by construction
+        if batch.target is None:  # argmax of the logits at x, before any output callable runs
+            batch.target = batch._checked_target = resolve_target(out[:B], self.output)  # in range by construction
         self.check_target(batch, out)
         f_x = select_output(out[:B], batch.target, self.output)
         _check_finite_values(f_x, "F(x) at the inputs")

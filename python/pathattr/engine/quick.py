@@ -86,7 +86,7 @@ def integrated_decision_gradients(model, x, target, cfg: Dict[str, Any], output:
             out = model(_points(xc, schedules.probe_grid(cfg["n_probe"], B, x.device, x.dtype), B, P, D))
     except torch.OutOfMemoryError:
         return None  # the general path backs off to smaller chunks
-    _check_output(out, B * P, hi, output)
+    out = _check_output(out, B * P, hi, output)
     curve = select_output(out, lo if lo == hi else _row_targets(t, P), output)
     curve = (curve if curve.dtype == x.dtype else curve.to(x.dtype)).view(B, P)
     try:
@@ -143,10 +143,11 @@ def _row_targets(t: torch.Tensor, S: int) -> torch.Tensor:
     return t.view(-1, 1, 1).expand(-1, S, 1).reshape(-1, 1)
 
 
-def _check_output(out: Any, rows: int, hi: int, output: str) -> None:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != rows:
-        check_model_output(out, rows, output)  # raises, naming what was expected
+def _check_output(out: Any, rows: int, hi: int, output: str) -> torch.Tensor:
+    if type(output) is not str or not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != rows:
+        out = check_model_output(out, rows, output)  # a tuple/dict output's logits, or raises naming what was expected
     check_class_index(hi, out.shape[1])
+    return out
 
 
 def _gradients(model, points, rows, lo, hi, t, S, output, weights=None) -> torch.Tensor:
@@ -154,7 +155,7 @@ def _gradients(model, points, rows, lo, hi, t, S, output, weights=None) -> torch
     row scaled by `weights` (rows,) when given; zeros where F does not depend on the input."""
     points.requires_grad_(True)
     out = model(points)
-    _check_output(out, rows, hi, output)
+    out = _check_output(out, rows, hi, output)
     f = select_output(out, lo if lo == hi else _row_targets(t, S), output)
     g = None
     if f.requires_grad:

@@ -2,8 +2,9 @@
 
 Layer attribution and neuron attribution both need a model's activations at one
 module: read them (h(x), h(x')), or run the model with them replaced by other
-values (points on a path in activation space). The module must be a submodule of
-the model, called once per forward, with one tensor as its input (for
+values (points on a path in activation space). The model may be any callable (a
+Module, or a function that calls modules); the layer must be a submodule of a Module
+model, and must run once per forward, with one tensor as its input (for
 `attribute_to_layer_input=True`) or its output; anything else is an error that
 names `layer`, not a silent wrong answer.
 """
@@ -17,12 +18,13 @@ from torch import nn
 
 
 def check_layer(model: Any, layer: Any, name: str = "layer") -> nn.Module:
-    """`layer` must be a torch.nn.Module inside `model` (compared by identity)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module to locate {name} in it, got {type(model).__name__}")
+    """`model` any callable; `layer` a torch.nn.Module, inside `model` (compared by identity)
+    when model is a Module. For a plain function, `activations` checks that the layer runs."""
+    if not callable(model):
+        raise TypeError(f"model must be a callable (a torch.nn.Module or a function), got {type(model).__name__}")
     if not isinstance(layer, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module (a submodule of model), got {type(layer).__name__}")
-    if not any(m is layer for m in model.modules()):
+        raise TypeError(f"{name} must be a torch.nn.Module (a module the model calls), got {type(layer).__name__}")
+    if isinstance(model, nn.Module) and not any(m is layer for m in model.modules()):
         raise ValueError(f"{name} ({type(layer).__name__}) is not a submodule of model: pass a module from model.modules()")
     return layer
 
@@ -72,7 +74,7 @@ def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_i
         handle.remove()
 
 
-def activations(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, args: Tuple[Any, ...] = (),
+def activations(model: Callable, layer: nn.Module, inputs: torch.Tensor, args: Tuple[Any, ...] = (),
                 to_input: bool = False) -> torch.Tensor:
     """The layer's output (or input) for `inputs`, detached, from one forward without grad."""
     seen: List[torch.Tensor] = []
@@ -90,13 +92,14 @@ def activations(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, args: 
 
 class LayerReplaced(nn.Module):
     """`model` run on `inputs` with `layer`'s activations set to `h`: forward(h, inputs, *args).
+    Returns the model's output as returned (tensor, tuple, dict, ModelOutput: engine/targets.py).
 
     The engine sees this as a model of h: it interpolates h between h(x') and h(x)
     and passes each path row's own `inputs` (an extra forward arg with a batch
     dimension) so the parts of the model before and beside the layer still see x.
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module, to_input: bool = False):
+    def __init__(self, model: Callable, layer: nn.Module, to_input: bool = False):
         super().__init__()
         self.model = model
         self.layer = layer

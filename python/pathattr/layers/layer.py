@@ -10,42 +10,70 @@ methods run unchanged on it; results have the layer's activation shape.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 
 from .. import methods
 from ..engine.checks import broadcasts_to, check_finite, normalize_forward_args
 from ..engine.core import PathEngine
+from ..engine.packing import is_tuple
 from .hooks import LayerReplaced, activations, check_layer
 
 
-def _check_layer_inputs(inputs: Any, baselines: Any):
+def _check_layer_inputs(inputs: Any, baselines: Any, name: str = "inputs", base_name: str = "baselines"):
     """inputs: any real tensor with a batch dim (token ids allowed); baselines: None (zeros),
     a number, or a tensor broadcastable to inputs. Returns (x, x') with x' of x's shape."""
     if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
     if inputs.dim() < 1:
-        raise ValueError("inputs must have a batch dimension, got a 0-d tensor")
+        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
     if inputs.is_complex() or inputs.dtype == torch.bool:
-        raise TypeError(f"inputs must be a real tensor, got dtype {inputs.dtype}")
+        raise TypeError(f"{name} must be a real tensor, got dtype {inputs.dtype}")
     if inputs.is_floating_point():
-        check_finite(inputs, "inputs")
+        check_finite(inputs, name)
     if baselines is None:
         return inputs, torch.zeros_like(inputs)
     if isinstance(baselines, bool) or not isinstance(baselines, (numbers.Real, torch.Tensor)):
-        raise TypeError(f"baselines must be None, a real number or a tensor, got {type(baselines).__name__}")
+        raise TypeError(f"{base_name} must be None, a real number or a tensor, got {type(baselines).__name__}")
     if isinstance(baselines, numbers.Real):
         return inputs, torch.full_like(inputs, baselines)
     if baselines.device != inputs.device:
-        raise ValueError(f"baselines is on {baselines.device} but inputs are on {inputs.device}")
+        raise ValueError(f"{base_name} is on {baselines.device} but {name} is on {inputs.device}")
     if not broadcasts_to(baselines.shape, inputs.shape):
-        raise ValueError(f"baselines of shape {tuple(baselines.shape)} does not broadcast to inputs of shape "
+        raise ValueError(f"{base_name} of shape {tuple(baselines.shape)} does not broadcast to {name} of shape "
                          f"{tuple(inputs.shape)}")
     base = baselines.to(inputs.dtype).expand_as(inputs).contiguous()
     if base.is_floating_point():
-        check_finite(base, "baselines")
+        check_finite(base, base_name)
     return inputs, base
+
+
+def _layer_inputs(inputs: Any, baselines: Any) -> Tuple[Tuple[torch.Tensor, ...], Tuple[torch.Tensor, ...]]:
+    """The model's inputs and baselines as tuples: one input, or a tuple of them for a model
+    called as model(x1, x2, ..., *additional_forward_args) (as Captum's); baselines then
+    None, one number, or one per input."""
+    if not is_tuple(inputs):
+        x, base = _check_layer_inputs(inputs, baselines)
+        return (x,), (base,)
+    if not inputs:
+        raise ValueError("inputs is an empty tuple; pass a tensor (batch, ...) or a tuple of them")
+    if baselines is None or (isinstance(baselines, numbers.Real) and not isinstance(baselines, bool)):
+        baselines = (baselines,) * len(inputs)
+    elif not is_tuple(baselines):
+        raise TypeError(f"baselines must be None, a number or a tuple of {len(inputs)} baselines (one per input) for "
+                        f"tuple inputs; got {type(baselines).__name__}")
+    elif len(baselines) != len(inputs):
+        raise ValueError(f"baselines has {len(baselines)} entries but inputs has {len(inputs)}: one baseline per input")
+    pairs = [_check_layer_inputs(x, b, f"inputs[{i}]", f"baselines[{i}]") for i, (x, b) in enumerate(zip(inputs, baselines))]
+    first = pairs[0][0]
+    for i, (x, _) in enumerate(pairs[1:], 1):
+        if x.shape[0] != first.shape[0]:
+            raise ValueError(f"inputs[{i}] has {x.shape[0]} rows but inputs[0] has {first.shape[0]}: every input of "
+                             f"the tuple needs the same batch size")
+        if x.device != first.device:
+            raise ValueError(f"inputs[{i}] is on {x.device} but inputs[0] is on {first.device}")
+    return tuple(x for x, _ in pairs), tuple(b for _, b in pairs)
 
 
 def attribute_layer(method: str, model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
@@ -61,14 +89,16 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
         raise TypeError(f"attribute_to_layer_input must be a bool, got {type(attribute_to_layer_input).__name__}")
     m = methods.get(method)
     cfg = m.settings(**method_settings)
-    x, base = _check_layer_inputs(inputs, baselines)
+    xs, bases = _layer_inputs(inputs, baselines)
     args = normalize_forward_args(additional_forward_args)
-    h_x = activations(model, layer, x, args, attribute_to_layer_input)
-    h_b = activations(model, layer, base, args, attribute_to_layer_input)
+    # the engine first: it checks `output` and the other engine settings before the model runs
+    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
+    # model(x1, x2, ..., *args): the inputs after the first travel as leading extra args
+    h_x = activations(model, layer, xs[0], xs[1:] + args, attribute_to_layer_input)
+    h_b = activations(model, layer, bases[0], bases[1:] + args, attribute_to_layer_input)
     if not h_x.is_floating_point():
         raise TypeError(f"layer's activations have dtype {h_x.dtype}; attribution needs floating-point activations")
-    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
-    batch = engine.prepare(h_x, h_b, target, (x,) + args)
+    batch = engine.prepare(h_x, h_b, target, xs + args)
     res = m.run(engine, batch, cfg, want_delta=return_convergence_delta, want_details=return_details)
     if return_details:
         return res
@@ -95,11 +125,16 @@ def layer_integrated_gradients(model, layer, inputs, baselines=None, target=None
     """IG of F with respect to `layer`'s output (or input), as Captum's LayerIntegratedGradients.
 
     Args:
-        model: a torch.nn.Module; layer: one of its submodules, called once per forward,
-            with one tensor output (or input, for attribute_to_layer_input=True).
-        inputs: (B, *shape) the model's input; any real dtype (token ids are fine).
+        model: any callable: a torch.nn.Module (e.g. a Hugging Face model, passed as it is),
+            or a function that calls `layer`. Its output may be a tensor, tuple, dict or
+            ModelOutput (see `output` in `integrated_gradients`).
+        layer: a torch.nn.Module, inside model when model is a Module, called once per
+            forward, with one tensor output (or input, for attribute_to_layer_input=True).
+        inputs: (B, *shape) the model's input; any real dtype (token ids are fine); or a
+            tuple of them for a model called as model(x1, x2, ..., *additional_forward_args).
         baselines: None (zeros of inputs' shape and dtype, e.g. token id 0), a number, or a
-            tensor broadcastable to inputs. The path starts at h(baselines).
+            tensor broadcastable to inputs (a tuple of them, one per input, for tuple inputs).
+            The path starts at h(baselines).
         target, additional_forward_args, output, internal_batch_size, autocast, backend,
         accumulate_dtype: as in `integrated_gradients`.
         n_steps, method: the quadrature rule (default Gauss-Legendre, 50 steps).

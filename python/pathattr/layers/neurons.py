@@ -68,7 +68,8 @@ def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
         dual = fwAD.make_dual(points, tangents)
         with torch.enable_grad(), intercept(layer, swap, to_input) as calls:
             out = model(dual, *args)
-        out = fwAD.unpack_dual(out).primal
+        if isinstance(out, torch.Tensor):  # a tuple/dict output: its tangents go with the level
+            out = fwAD.unpack_dual(out).primal
     if calls[0] == 0:
         raise ValueError("layer was not called in model's forward pass")
     jv = kept["jv"]
@@ -139,7 +140,7 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
     engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size)
     batch = engine.prepare(inputs, baselines, target, additional_forward_args)
     mask = _check_region(region_mask, batch.x)
-    if batch.target is None and not callable(engine.output):
+    if batch.target is None:
         engine.endpoints(batch, baselines=False)  # resolves target = argmax model(x)
     B = batch.size
     sched = schedules.uniform(method, n, B)
