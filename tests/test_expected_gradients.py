@@ -157,7 +157,7 @@ def test_eg_bad_references():
             pa.expected_gradients(model, x, torch.zeros(3, 6), n_references=bad)
         with pytest.raises(ValueError, match="n_alphas"):
             pa.expected_gradients(model, x, torch.zeros(3, 6), n_alphas=bad)
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(ValueError, match="seed"):
         pa.expected_gradients(model, x, torch.zeros(3, 6), seed=-1)
 
 

@@ -15,37 +15,38 @@ from typing import Any, Optional
 import torch
 
 from .. import methods
-from ..engine.checks import broadcasts_to, check_finite, normalize_forward_args
+from ..engine.checks import (check_bool, check_finite, check_model_device, normalize_forward_args,
+                             prepare_baselines)
+from ..engine.targets import parse_target
 from ..engine.core import PathEngine
 from .hooks import LayerReplaced, activations, check_layer
 
 
-def _check_layer_inputs(inputs: Any, baselines: Any):
-    """inputs: any real tensor with a batch dim (token ids allowed); baselines: None (zeros),
-    a number, or a tensor broadcastable to inputs. Returns (x, x') with x' of x's shape."""
+def _check_layer_call(method, model, layer, inputs, baselines, target, attribute_to_layer_input, want_delta,
+                      want_details, engine_settings, method_settings):
+    """Every argument of a layer attribution, before the model runs (types, shapes, devices,
+    then values). inputs: any real tensor with a batch dim (token ids allowed); baselines:
+    None (zeros), a number or a tensor broadcastable to inputs (whole numbers for integer
+    inputs). Returns (method module, settings, engine, x, x' of x's shape)."""
+    check_layer(model, layer)
+    check_bool(attribute_to_layer_input, "attribute_to_layer_input")
+    check_bool(want_delta, "return_convergence_delta")
+    check_bool(want_details, "return_details")
+    m = methods.get(method)
+    cfg = m.settings(**method_settings)
+    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
     if inputs.dim() < 1:
         raise ValueError("inputs must have a batch dimension, got a 0-d tensor")
     if inputs.is_complex() or inputs.dtype == torch.bool:
         raise TypeError(f"inputs must be a real tensor, got dtype {inputs.dtype}")
+    check_model_device(None, inputs, model)
+    base = torch.zeros_like(inputs) if baselines is None else prepare_baselines(baselines, inputs).expand_as(inputs)
     if inputs.is_floating_point():
         check_finite(inputs, "inputs")
-    if baselines is None:
-        return inputs, torch.zeros_like(inputs)
-    if isinstance(baselines, bool) or not isinstance(baselines, (numbers.Real, torch.Tensor)):
-        raise TypeError(f"baselines must be None, a real number or a tensor, got {type(baselines).__name__}")
-    if isinstance(baselines, numbers.Real):
-        return inputs, torch.full_like(inputs, baselines)
-    if baselines.device != inputs.device:
-        raise ValueError(f"baselines is on {baselines.device} but inputs are on {inputs.device}")
-    if not broadcasts_to(baselines.shape, inputs.shape):
-        raise ValueError(f"baselines of shape {tuple(baselines.shape)} does not broadcast to inputs of shape "
-                         f"{tuple(inputs.shape)}")
-    base = baselines.to(inputs.dtype).expand_as(inputs).contiguous()
-    if base.is_floating_point():
-        check_finite(base, "baselines")
-    return inputs, base
+    parse_target(target, inputs.shape[0], inputs.device)
+    return m, cfg, engine, inputs, base.contiguous()
 
 
 def attribute_layer(method: str, model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
@@ -56,18 +57,14 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
     Cost: two forward passes for h(x) and h(x'), then the method's own cost with the
     full model evaluated at every path point.
     """
-    check_layer(model, layer)
-    if not isinstance(attribute_to_layer_input, bool):
-        raise TypeError(f"attribute_to_layer_input must be a bool, got {type(attribute_to_layer_input).__name__}")
-    m = methods.get(method)
-    cfg = m.settings(**method_settings)
-    x, base = _check_layer_inputs(inputs, baselines)
+    m, cfg, engine, x, base = _check_layer_call(method, model, layer, inputs, baselines, target,
+                                                attribute_to_layer_input, return_convergence_delta, return_details,
+                                                engine_settings, method_settings)
     args = normalize_forward_args(additional_forward_args)
     h_x = activations(model, layer, x, args, attribute_to_layer_input)
     h_b = activations(model, layer, base, args, attribute_to_layer_input)
     if not h_x.is_floating_point():
         raise TypeError(f"layer's activations have dtype {h_x.dtype}; attribution needs floating-point activations")
-    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
     batch = engine.prepare(h_x, h_b, target, (x,) + args)
     res = m.run(engine, batch, cfg, want_delta=return_convergence_delta, want_details=return_details)
     if return_details:
@@ -84,6 +81,12 @@ def token_scores(attributions: torch.Tensor, dim: int = -1) -> torch.Tensor:
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     if attributions.dim() < 2:
         raise ValueError(f"attributions must have at least 2 dims (batch, ..., embedding); got shape {tuple(attributions.shape)}")
+    n = attributions.dim()
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int (the embedding dimension), got {dim!r}")
+    if not -n < dim < n or dim % n == 0:
+        raise ValueError(f"dim must be one of the non-batch dimensions of attributions ({n} dims: 1..{n - 1} or "
+                         f"-{n - 1}..-1), got {dim}")
     return attributions.sum(dim)
 
 

@@ -19,8 +19,23 @@ ALIASES = {
     "local_path_integration": "lpi",
     "integrated_certainty_gradients": "icg",
 }
+import inspect
+
+
 def get(name: str):
-    key = ALIASES.get(name, name) if isinstance(name, str) else name
+    key = ALIASES.get(name, name) if isinstance(name, str) else None
     if key not in REGISTRY:
         raise ValueError(f"method must be one of {', '.join(map(repr, sorted(REGISTRY)))}; got {name!r}")
     return REGISTRY[key]
+
+
+def settings_of(method, given: dict, where: str) -> dict:
+    """method.settings(**given), a setting it does not have named with `where` (e.g.
+    "Explainer(method='ig')") and the settings it does have."""
+    known = inspect.signature(method.settings).parameters
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise TypeError(f"{where} has no setting {unknown[0]!r}; its settings are {', '.join(known)} "
+                        f"(engine settings: output, internal_batch_size, probe_batch_size, autocast, backend, "
+                        f"accumulate_dtype, cuda_graphs, max_batch)")
+    return method.settings(**given)

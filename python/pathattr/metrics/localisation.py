@@ -72,6 +72,8 @@ def localisation(attributions: torch.Tensor, masks: torch.Tensor, sign: str = "p
     if not isinstance(attributions, torch.Tensor):
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     b = attributions.shape[0] if attributions.dim() else 0
+    if isinstance(masks, torch.Tensor) and masks.dim() and attributions.dim() and masks.shape[0] != b:
+        raise ValueError(f"attributions has {b} maps but masks has {masks.shape[0]}: one mask per attribution map")
     m = _check_masks(masks, b)
     h, w = m.shape[1:]
     s = saliency_map(attributions, b, (h, w), reduce="sum").to(m.device)
