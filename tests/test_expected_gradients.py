@@ -164,7 +164,7 @@ def test_eg_bad_references():
 def test_distribution_baseline_bad_input():
     model = MLP(d_in=6, classes=3).eval()
     x = torch.randn(2, 6)
-    with pytest.raises(ValueError, match="baselines.*empty"):
+    with pytest.raises(ValueError, match="references.*empty"):  # the argument's own name
         pa.distribution_baseline(torch.zeros(0, 6))
     with pytest.raises(ValueError, match="n_baselines"):
         pa.distribution_baseline(torch.zeros(3, 6), n_baselines=0)

@@ -91,32 +91,33 @@ class ReferenceBank:
         key = tuple((id(t), getattr(t, "_version", None)) for t in parts)
         if self._checked == key:
             return self
+        bad = f"{name} is not a valid pathattr LPI reference bank"
         for part, t in zip(("references", "densities", "centres", "indices", "sizes"), parts):
             if not isinstance(t, torch.Tensor):
-                raise TypeError(f"{name} is not a valid reference bank: its {part} is a {type(t).__name__}, not a tensor")
+                raise TypeError(f"{bad}: its {part} is a {type(t).__name__}, not a tensor")
             if t.device.type == "meta":
-                raise ValueError(f"{name} is not a valid reference bank: its {part} is on the meta device")
+                raise ValueError(f"{bad}: its {part} is on the meta device")
         refs, dens, cent = self.references, self.densities, self.centres
         if refs.dim() < 2 or refs.shape[0] == 0 or refs.shape[1] == 0 or not refs.is_floating_point():
-            raise ValueError(f"{name} is not a valid reference bank: references must be a floating tensor "
+            raise ValueError(f"{bad}: references must be a floating tensor "
                              f"(neighbourhoods, references, *input_shape); got {refs.dtype} {tuple(refs.shape)}")
         C, m = refs.shape[:2]
         if tuple(dens.shape) != (C, m) or not dens.is_floating_point():
-            raise ValueError(f"{name} is not a valid reference bank: densities must be floating ({C}, {m}), "
+            raise ValueError(f"{bad}: densities must be floating ({C}, {m}), "
                              f"got {dens.dtype} {tuple(dens.shape)}")
         if cent.dim() != 2 or cent.shape[0] != C or not cent.is_floating_point():
-            raise ValueError(f"{name} is not a valid reference bank: centres must be floating ({C}, logits), "
+            raise ValueError(f"{bad}: centres must be floating ({C}, logits), "
                              f"got {cent.dtype} {tuple(cent.shape)}")
         if tuple(self.indices.shape) != (C, m) or tuple(self.sizes.shape) != (C,):
-            raise ValueError(f"{name} is not a valid reference bank: indices must be ({C}, {m}) and sizes ({C},)")
+            raise ValueError(f"{bad}: indices must be ({C}, {m}) and sizes ({C},)")
         if not isinstance(self.fingerprint, str) or not isinstance(self.settings, dict):
-            raise TypeError(f"{name} is not a valid reference bank: fingerprint must be a str and settings a dict")
+            raise TypeError(f"{bad}: fingerprint must be a str and settings a dict")
         for part, t in (("references", refs), ("densities", dens), ("centres", cent)):
             if not all_finite(t):
-                raise ValueError(f"{name} is not a valid reference bank: its {part} contain NaN or Inf")
+                raise ValueError(f"{bad}: its {part} contain NaN or Inf")
         if bool((dens < 0).any()) or not torch.allclose(dens.double().sum(1), torch.ones(C, dtype=torch.float64),
                                                         atol=1e-6):
-            raise ValueError(f"{name} is not a valid reference bank: densities must be >= 0 and sum to 1 in "
+            raise ValueError(f"{bad}: densities must be >= 0 and sum to 1 in "
                              f"every neighbourhood")
         self._checked = key
         return self
