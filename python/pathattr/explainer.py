@@ -48,6 +48,10 @@ class Explainer:
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
             rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
+            Settings that count samples per input (n_steps, n_probe, n_references, n_alphas,
+            n_permutations, max_iter) are at most `pathattr.engine.checks.MAX_STEPS` (100,000).
+
+    Every argument is checked before the model first runs (ValueError/TypeError naming it).
     """
 
     def __init__(self, model, method: str = "idg", *, output="logit", internal_batch_size: Optional[int] = None,

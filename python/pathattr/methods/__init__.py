@@ -30,12 +30,16 @@ def get(name: str):
 
 
 def settings_of(method, given: dict, where: str) -> dict:
-    """method.settings(**given), a setting it does not have named with `where` (e.g.
-    "Explainer(method='ig')") and the settings it does have."""
-    known = inspect.signature(method.settings).parameters
-    unknown = [k for k in given if k not in known]
-    if unknown:
-        raise TypeError(f"{where} has no setting {unknown[0]!r}; its settings are {', '.join(known)} "
-                        f"(engine settings: output, internal_batch_size, probe_batch_size, autocast, backend, "
-                        f"accumulate_dtype, cuda_graphs, max_batch)")
-    return method.settings(**given)
+    """method.settings(**given); a setting it does not have is named with `where` (e.g.
+    "Explainer(method='ig')") and the settings it does have. The signature is read only
+    when the call fails (it costs microseconds; an Explainer per call is common)."""
+    try:
+        return method.settings(**given)
+    except TypeError:
+        known = inspect.signature(method.settings).parameters
+        unknown = [k for k in given if k not in known]
+        if not unknown:
+            raise
+    raise TypeError(f"{where} has no setting {unknown[0]!r}; its settings are {', '.join(known)} "
+                    f"(engine settings: output, internal_batch_size, probe_batch_size, autocast, backend, "
+                    f"accumulate_dtype, cuda_graphs, max_batch)")
