@@ -123,7 +123,11 @@ def warmup_make():
                            baselines=None), lambda: m.calls
 
 
-ATTRIBUTE_BAD = dict(inputs=float_inputs((B, D)), baselines=baselines((B, D)), target=targets(B, C),
+# A distribution baseline whose references do not fit the inputs (ig and idg take one).
+MISFIT_DISTRIBUTION = st.sampled_from([pa.distribution_baseline(torch.zeros(3, D + 1)),
+                                       pa.distribution_baseline(torch.utils.data.TensorDataset(torch.zeros(3, D - 1)))])
+ATTRIBUTE_BAD = dict(inputs=float_inputs((B, D)), baselines=st.one_of(baselines((B, D)), MISFIT_DISTRIBUTION),
+                     target=targets(B, C),
                      return_convergence_delta=flags(), return_details=flags(),
                      deadline=st.one_of(NONFINITE, st.booleans(), JUNK),
                      timeout=reals_outside(0, math.inf, none_ok=True))

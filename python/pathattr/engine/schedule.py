@@ -44,7 +44,7 @@ class Schedule:
 
 
 def quadrature(method: str, n: int):
-    """The rule's (alphas, weights) as float64 numpy arrays of length n (SPEC §1);
+    """The rule's (alphas, weights) as float64 numpy arrays of length n (docs/methods.md §1);
     n in [1, MAX_STEPS] (2 or more for the trapezoid)."""
     check_choice(method, "method", RULES)
     check_steps(n, "n")
