@@ -157,14 +157,14 @@ def test_eg_bad_references():
             pa.expected_gradients(model, x, torch.zeros(3, 6), n_references=bad)
         with pytest.raises(ValueError, match="n_alphas"):
             pa.expected_gradients(model, x, torch.zeros(3, 6), n_alphas=bad)
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(ValueError, match="seed"):
         pa.expected_gradients(model, x, torch.zeros(3, 6), seed=-1)
 
 
 def test_distribution_baseline_bad_input():
     model = MLP(d_in=6, classes=3).eval()
     x = torch.randn(2, 6)
-    with pytest.raises(ValueError, match="baselines.*empty"):
+    with pytest.raises(ValueError, match="references.*empty"):  # the argument's own name
         pa.distribution_baseline(torch.zeros(0, 6))
     with pytest.raises(ValueError, match="n_baselines"):
         pa.distribution_baseline(torch.zeros(3, 6), n_baselines=0)

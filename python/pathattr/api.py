@@ -11,13 +11,14 @@ import torch
 from .engine import quick
 from .explainer import Explainer
 from .methods import idg, ig
+from .engine.checks import check_positive_int
 from .engine.targets import OUTPUTS
 
 
 def _plain(baselines, additional_forward_args, want_delta, want_details, output, autocast, backend, accumulate_dtype,
            internal_batch_size, probe_batch_size=None) -> bool:
     """Every argument the latency path (quick.py) does not handle is at its default."""
-    return (baselines is None and additional_forward_args is None and not (want_delta or want_details)
+    return (baselines is None and additional_forward_args is None and want_delta is False and want_details is False
             and autocast is None and accumulate_dtype is None and isinstance(backend, str)
             and backend in ("auto", "torch") and isinstance(output, str) and output in OUTPUTS
             and _size_ok(internal_batch_size) and _size_ok(probe_batch_size))
@@ -207,6 +208,7 @@ def bshap(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None
     Delta: sum over groups of phi - (F(x) - F(x')), zero up to rounding (efficiency).
     Cost: 2^d forward passes per input (exact), n_permutations * (d - 1) + 2 (sampled); no backward.
     """
+    check_positive_int(internal_batch_size, "internal_batch_size", allow_none=True)  # the Explainer's probe_batch_size
     ex = Explainer(model, "bshap", feature_mask=feature_mask, n_permutations=n_permutations,
                    max_exact_features=max_exact_features, seed=seed, output=output,
                    probe_batch_size=internal_batch_size, autocast=autocast)

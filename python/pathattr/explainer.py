@@ -15,7 +15,7 @@ from .engine import packing, quick
 from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine.core import PathEngine
 from .methods import distribution
-from .engine.checks import check_positive_int
+from .engine.checks import check_bool, check_device, check_device_of, check_positive_int, check_shape, first_tensor
 from .baselines.sets import DistributionBaseline
 
 __all__ = ["Explainer", "DeadlineExceeded"]
@@ -60,6 +60,10 @@ class Explainer:
         **method_settings: the method's own settings, e.g. n_steps, schedule, n_probe,
             rule (the quadrature rule, `method=` in the functions), importance, normalize (see `methods.ig.settings`
             and `methods.idg.settings`).
+            Settings that count samples per input (n_steps, n_probe, n_references, n_alphas,
+            n_permutations, max_iter) are at most `pathattr.engine.checks.MAX_STEPS` (100,000).
+
+    Every argument is checked before the model first runs (ValueError/TypeError naming it).
     """
 
     def __init__(self, model, method: str = "idg", *, output="logit", internal_batch_size: Optional[int] = None,
@@ -67,7 +71,7 @@ class Explainer:
                  backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None, cuda_graphs: bool = False,
                  max_batch: Optional[int] = None, **method_settings: Any):
         self._method = methods.get(method)
-        self.settings = self._method.settings(**method_settings)
+        self.settings = methods.settings_of(self._method, method_settings, f"Explainer(method={method!r})")
         self.engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size,
                                  probe_batch_size=probe_batch_size, autocast=autocast, backend=backend,
                                  accumulate_dtype=accumulate_dtype)
@@ -127,6 +131,8 @@ class Explainer:
             attributions (B, *shape) in the inputs' dtype (a tuple of them for tuple inputs); (attributions, delta) when
             return_convergence_delta; an AttributionResult when return_details.
         """
+        check_bool(return_convergence_delta, "return_convergence_delta")
+        check_bool(return_details, "return_details")
         limit = None if deadline is None and timeout is None else resolve_deadline(deadline, timeout)
         first = inputs[0] if packing.is_tuple(inputs) and len(inputs) else inputs
         rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
@@ -163,15 +169,17 @@ class Explainer:
         """Run one call on random inputs of shape (batch_size, *example_shape) so buffers are
         allocated, cuDNN has chosen its algorithms and, with cuda_graphs, the passes of that
         shape are captured before the first real request. Returns self."""
-        from .engine.checks import first_tensor
-
+        shape = check_shape(example_shape, "example_shape")
+        batch_size = check_positive_int(batch_size, "batch_size")
         if self.max_batch is not None and batch_size > self.max_batch:
             raise ValueError(f"batch_size ({batch_size}) must be <= max_batch ({self.max_batch})")
-
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be None or a floating torch.dtype (the random inputs' dtype), got {dtype!r}")
         ref = first_tensor(self.model)
-        dev = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
+        dev = check_device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
+        check_device_of(self.model, dev)
         dt = dtype or (ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
-        x = torch.rand((batch_size,) + tuple(example_shape), device=dev, dtype=dt)
+        x = torch.rand((batch_size,) + shape, device=dev, dtype=dt)
         for _ in range(2):  # the first call captures; the second replays (checks the replay path)
             self.attribute(x, baselines=baselines, target=target, **kwargs)
         return self

@@ -23,10 +23,11 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ..engine.checks import check_positive_int, first_tensor
-from .sets import check_reference_set, check_seed, gather_references
+from ..engine.checks import all_finite, check_positive_int, check_seed, check_steps, first_tensor
+from .sets import check_reference_set, gather_references
 
 FORMAT = "pathattr.lpi.ReferenceBank/1"
+_KEYS = ("references", "densities", "centres", "indices", "sizes", "fingerprint", "settings")
 
 
 def model_fingerprint(model) -> str:
@@ -72,6 +73,7 @@ class ReferenceBank:
     fingerprint: str
     settings: Dict[str, Any]
     _verified: Optional[Tuple] = field(default=None, repr=False, compare=False)
+    _checked: Optional[Tuple] = field(default=None, repr=False, compare=False)
 
     @property
     def n_neighbourhoods(self) -> int:
@@ -80,6 +82,45 @@ class ReferenceBank:
     @property
     def n_references(self) -> int:
         return self.references.shape[1]
+
+    def check(self, name: str = "bank") -> "ReferenceBank":
+        """ValueError/TypeError naming `name` unless the bank's parts fit together: shapes,
+        dtypes, finite references and centres, densities >= 0 summing to 1 per
+        neighbourhood. Remembered until a tensor is replaced or modified in place."""
+        parts = (self.references, self.densities, self.centres, self.indices, self.sizes)
+        key = tuple((id(t), getattr(t, "_version", None)) for t in parts)
+        if self._checked == key:
+            return self
+        bad = f"{name} is not a valid pathattr LPI reference bank"
+        for part, t in zip(("references", "densities", "centres", "indices", "sizes"), parts):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{bad}: its {part} is a {type(t).__name__}, not a tensor")
+            if t.device.type == "meta":
+                raise ValueError(f"{bad}: its {part} is on the meta device")
+        refs, dens, cent = self.references, self.densities, self.centres
+        if refs.dim() < 2 or refs.shape[0] == 0 or refs.shape[1] == 0 or not refs.is_floating_point():
+            raise ValueError(f"{bad}: references must be a floating tensor "
+                             f"(neighbourhoods, references, *input_shape); got {refs.dtype} {tuple(refs.shape)}")
+        C, m = refs.shape[:2]
+        if tuple(dens.shape) != (C, m) or not dens.is_floating_point():
+            raise ValueError(f"{bad}: densities must be floating ({C}, {m}), "
+                             f"got {dens.dtype} {tuple(dens.shape)}")
+        if cent.dim() != 2 or cent.shape[0] != C or not cent.is_floating_point():
+            raise ValueError(f"{bad}: centres must be floating ({C}, logits), "
+                             f"got {cent.dtype} {tuple(cent.shape)}")
+        if tuple(self.indices.shape) != (C, m) or tuple(self.sizes.shape) != (C,):
+            raise ValueError(f"{bad}: indices must be ({C}, {m}) and sizes ({C},)")
+        if not isinstance(self.fingerprint, str) or not isinstance(self.settings, dict):
+            raise TypeError(f"{bad}: fingerprint must be a str and settings a dict")
+        for part, t in (("references", refs), ("densities", dens), ("centres", cent)):
+            if not all_finite(t):
+                raise ValueError(f"{bad}: its {part} contain NaN or Inf")
+        if bool((dens < 0).any()) or not torch.allclose(dens.double().sum(1), torch.ones(C, dtype=torch.float64),
+                                                        atol=1e-6):
+            raise ValueError(f"{bad}: densities must be >= 0 and sum to 1 in "
+                             f"every neighbourhood")
+        self._checked = key
+        return self
 
     def check_model(self, model, name: str = "bank") -> None:
         """ValueError unless `model` is (still) the model this bank was built for."""
@@ -113,11 +154,27 @@ class ReferenceBank:
         """Read a bank written by `save` (torch.load with weights_only=True: no code runs)."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path, got {type(path).__name__}")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        where = f"path {os.fspath(path)!r}"
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as err:  # truncated, empty or foreign files: torch says it in its own terms
+            raise ValueError(f"{where} is not a valid pathattr LPI reference bank ({FORMAT}): the file could not "
+                             f"be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"path {os.fspath(path)!r} is not a pathattr LPI reference bank ({FORMAT})")
-        return cls(data["references"], data["densities"], data["centres"], data["indices"], data["sizes"],
+            raise ValueError(f"{where} is not a pathattr LPI reference bank ({FORMAT}): not a valid bank")
+        missing = [k for k in _KEYS if k not in data]
+        if missing:
+            raise ValueError(f"{where} is not a valid pathattr LPI reference bank: it lacks {', '.join(missing)}")
+        if not isinstance(data["settings"], dict):
+            raise ValueError(f"{where} is not a valid pathattr LPI reference bank: settings is not a dict")
+        bank = cls(data["references"], data["densities"], data["centres"], data["indices"], data["sizes"],
                    data["fingerprint"], dict(data["settings"]))
+        try:
+            return bank.check(where)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
 
 
 def _logits(model, dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -165,14 +222,16 @@ def build_reference_bank(model, dataset, n_neighbourhoods: int, n_references: in
 
     N = check_reference_set(dataset, "dataset")
     C = check_positive_int(n_neighbourhoods, "n_neighbourhoods")
-    m = check_positive_int(n_references, "n_references")
-    seed = check_seed(seed)
+    m = check_steps(n_references, "n_references")
+    seed = check_seed(seed, maximum=2 ** 32 - 1)  # scikit-learn's random_state
     bs = check_positive_int(batch_size, "batch_size")
     n_init = check_positive_int(n_init, "n_init")
     if not callable(model):
         raise TypeError(f"model must be a callable (a torch.nn.Module), got {type(model).__name__}")
     if N < C:
         raise ValueError(f"n_neighbourhoods ({C}) must be at most the number of samples in dataset ({N})")
+    if N < m:
+        raise ValueError(f"n_references ({m}) must be at most the number of samples in dataset ({N})")
     logits, sample = _logits(model, dataset, N, bs)
     L = logits.numpy()
     top = KMeans(n_clusters=C, random_state=seed, n_init=n_init).fit(L)

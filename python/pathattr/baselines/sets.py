@@ -19,18 +19,21 @@ alphas alphas[b, j, :]: the pairing is explicit, never inferred from a flat layo
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 import torch
 
-from ..engine.checks import check_finite, check_positive_int
+from ..engine.checks import check_finite, check_seed, check_steps
 
 
-def check_reference_set(references: Any, name: str = "baselines") -> int:
+def check_reference_set(references: Any, name: str = "baselines", like: Optional[torch.Tensor] = None) -> int:
     """The number R >= 1 of references in a tensor (R, *shape) or a Dataset (or, for a
-    tuple of inputs, a tuple of tensors (R, *shape_i) with one R: engine/packing.py)."""
+    tuple of inputs, a tuple of tensors (R, *shape_i) with one R: engine/packing.py).
+
+    With `like` (the inputs), also their shape (a Dataset's first item) and device. A
+    tensor's values are checked finite last (after the cheaper checks); a Dataset's
+    items when they are drawn (`gather_references`)."""
     if isinstance(references, (tuple, list)) and references and all(isinstance(r, torch.Tensor) for r in references):
         sizes = [check_reference_set(r, f"{name}[{i}]") for i, r in enumerate(references)]
         if len(set(sizes)) != 1:
@@ -43,6 +46,10 @@ def check_reference_set(references: Any, name: str = "baselines") -> int:
         if not references.is_floating_point():
             raise TypeError(f"{name} must be a floating-point reference set, got dtype {references.dtype}")
         n = references.shape[0]
+        if like is not None:
+            _check_like(tuple(references.shape[1:]), references.device, like, name)
+        if n:
+            check_finite(references, name)
     elif isinstance(references, torch.utils.data.Dataset):
         try:
             n = len(references)
@@ -53,7 +60,19 @@ def check_reference_set(references: Any, name: str = "baselines") -> int:
                         f"got {type(references).__name__}")
     if n == 0:
         raise ValueError(f"{name} is an empty reference set: it needs at least one reference")
+    if like is not None and not isinstance(references, torch.Tensor):
+        item = _item(references, 0, name)
+        _check_like(tuple(item.shape), None, like, name)  # items move to the inputs' device when drawn
     return int(n)
+
+
+def _check_like(shape, device, like: torch.Tensor, name: str) -> None:
+    """References of one input's shape, on the inputs' device (device None: not checked)."""
+    want = tuple(like.shape[1:])
+    if shape != want:
+        raise ValueError(f"{name} must hold references of one input's shape {want}; got references of shape {shape}")
+    if device is not None and device != like.device:
+        raise ValueError(f"{name} is on {device} but inputs are on {like.device}")
 
 
 def gather_references(references: Any, index: torch.Tensor, like: torch.Tensor, name: str = "baselines") -> torch.Tensor:
@@ -113,12 +132,6 @@ def draw_alphas(batch: int, per_input: int, k: int, seed: int, lo: float, hi: fl
     return lo + (hi - lo) * torch.rand((batch, per_input, k), generator=g, dtype=torch.float64)
 
 
-def check_seed(seed: Any, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise TypeError(f"{name} must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 @dataclass(frozen=True)
 class DistributionBaseline:
     """A baseline distribution D for IG_D / IDG_D = E_{x'~D} IG(x; x') (SPEC §7).
@@ -155,6 +168,6 @@ def distribution_baseline(references: Any, n_baselines: Optional[int] = None, se
     convergence delta reported is that difference. Cost: K times the method's cost
     per input (all K paths of all inputs run as one batch of straight paths).
     """
-    n = check_reference_set(references, "baselines")
-    k = check_positive_int(n_baselines, "n_baselines", allow_none=True)
+    n = check_reference_set(references, "references")
+    k = check_steps(n_baselines, "n_baselines", allow_none=True)
     return DistributionBaseline(references, k, check_seed(seed), n)

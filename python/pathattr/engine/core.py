@@ -25,7 +25,7 @@ from .. import fastpath
 from . import profiling as _profiling
 from . import schedule as schedules
 from .profiling import stage
-from .checks import (all_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
+from .checks import (all_finite, check_finite, check_inputs, check_model_device, check_positive_int, normalize_forward_args,
                      prepare_baselines)
 from .targets import (check_model_output, check_output, check_target_range, parse_target, resolve_target,
                       select_output)
@@ -176,11 +176,12 @@ class PathEngine:
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, inputs, baselines=None, target=None, additional_forward_args=None) -> PathBatch:
-        x = check_inputs(inputs)
+        x = check_inputs(inputs, finite=False)  # types, shapes and devices first, then values
         if x.requires_grad:  # attributions are not differentiable; the path ops write into buffers (out=)
             x = x.detach()
         check_model_device(None, x, self.model)  # the model's remembered first tensor (model_device_ref)
         base = self._zeros_like_input(x) if baselines is None else prepare_baselines(baselines, x)
+        check_finite(x, "inputs")
         if base.requires_grad:
             base = base.detach()
         tgt, bounds = parse_target(target, x.shape[0], x.device, return_range=True)

@@ -123,7 +123,7 @@ def _ready(model, x, target):
         lo, hi, t = min(vals), max(vals), target
     else:
         return None
-    if lo < 0 or not math.isfinite(float(x.sum())):
+    if lo < 0 or hi > 2 ** 63 - 1 or not math.isfinite(float(x.sum())):  # the general path names the error
         return None
     ref = model_device_ref(model)
     if ref is not None and ref.device.type != "cpu":

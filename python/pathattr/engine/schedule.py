@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import _scheduler
+from .checks import check_choice, check_steps
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 GROWTHS = ("abs", "positive")
@@ -43,7 +44,12 @@ class Schedule:
 
 
 def quadrature(method: str, n: int):
-    """The rule's (alphas, weights) as float64 numpy arrays of length n (SPEC §1)."""
+    """The rule's (alphas, weights) as float64 numpy arrays of length n (docs/methods.md §1);
+    n in [1, MAX_STEPS] (2 or more for the trapezoid)."""
+    check_choice(method, "method", RULES)
+    check_steps(n, "n")
+    if method == "riemann_trapezoid" and n < 2:
+        raise ValueError("n must be >= 2 for the rule 'riemann_trapezoid'")
     return _scheduler.quadrature(method, n)
 
 

@@ -146,11 +146,15 @@ def parse_target(target: Any, batch: int, device: torch.device, return_range: bo
         return (None, None) if return_range else None
     if isinstance(target, bool):
         raise TypeError("target must be an int, a sequence of ints or an integer tensor, got a bool")
+    lo = hi = None
     if isinstance(target, numbers.Integral):
-        t = torch.full((batch,), int(target), dtype=torch.long)
+        lo = hi = _class_in_range(int(target))
+        t = torch.full((batch,), lo, dtype=torch.long)
     elif isinstance(target, torch.Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target must hold integers, got a tensor of dtype {target.dtype}")
+        if target.device.type == "meta":
+            raise ValueError("target is on the meta device: it holds no values")
         if target.dim() == 0:
             t = torch.full((batch,), int(target.item()), dtype=torch.long)
         elif target.dim() == 1:
@@ -160,26 +164,36 @@ def parse_target(target: Any, batch: int, device: torch.device, return_range: bo
     elif isinstance(target, (list, tuple)):
         if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in target):
             raise TypeError("target must be an int or a sequence of ints (one per input); got a sequence with non-integers")
-        t = torch.tensor([int(v) for v in target], dtype=torch.long)
+        vals = [int(v) for v in target]
+        if vals:
+            lo, hi = _class_in_range(min(vals)), _class_in_range(max(vals))
+        t = torch.tensor(vals, dtype=torch.long)
     else:
         raise TypeError(f"target must be None, an int, a sequence of ints or an integer tensor; got {type(target).__name__}")
     if t.numel() != batch:
         raise ValueError(f"target has {t.numel()} entries but the batch has {batch} inputs")
-    lo = hi = None
-    if t.numel():
+    if not t.numel():
+        lo = hi = None
+    elif lo is None:
         if t.numel() <= 64:  # a few Python ints beat two tensor reductions
             vals = t.tolist()
             lo, hi = min(vals), max(vals)
         else:
             lo, hi = (int(v) for v in torch.aminmax(t))
-        if lo < 0:
-            raise ValueError(
-                f"target must lie in [0, num_classes); got {lo} (negative targets are not wrapped around: "
-                f"-1 is usually an 'ignore' label)"
-            )
+        _class_in_range(lo)
     if t.device != device:
         t = t.to(device)
     return (t, None if lo is None else (lo, hi)) if return_range else t
+
+
+def _class_in_range(value: int) -> int:
+    """A class index: not negative (no wrap-around) and within int64 (the index dtype)."""
+    if value < 0:
+        raise ValueError(f"target must lie in [0, num_classes); got {value} (negative targets are not wrapped around: "
+                         f"-1 is usually an 'ignore' label)")
+    if value > 2 ** 63 - 1:
+        raise ValueError(f"target must lie in [0, num_classes); got {value}, beyond any class index (int64)")
+    return value
 
 
 def check_target_range(target: Optional[torch.Tensor], model_output: torch.Tensor, output: OutputSpec,

@@ -15,46 +15,59 @@ from typing import Any, Optional, Tuple
 import torch
 
 from .. import methods
-from ..engine.checks import broadcasts_to, check_finite, normalize_forward_args
+from ..engine.checks import (check_bool, check_finite, check_model_device, normalize_forward_args,
+                             prepare_baselines)
+from ..engine.targets import parse_target
 from ..engine.core import PathEngine
 from ..engine.packing import is_tuple
 from .hooks import LayerReplaced, activations, check_layer
 
 
-def _check_layer_inputs(inputs: Any, baselines: Any, name: str = "inputs", base_name: str = "baselines"):
+def _check_layer_call(method, model, layer, inputs, baselines, target, attribute_to_layer_input, want_delta,
+                      want_details, engine_settings, method_settings):
+    """Every argument of a layer attribution, before the model runs (types, shapes, devices,
+    then values). Returns (method module, settings, engine, inputs tuple, baselines tuple)."""
+    check_layer(model, layer)
+    check_bool(attribute_to_layer_input, "attribute_to_layer_input")
+    check_bool(want_delta, "return_convergence_delta")
+    check_bool(want_details, "return_details")
+    m = methods.get(method)
+    cfg = m.settings(**method_settings)
+    # the engine first: it checks `output` and the other engine settings
+    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
+    xs, bases = _layer_inputs(inputs, baselines, model)
+    parse_target(target, xs[0].shape[0], xs[0].device)
+    return m, cfg, engine, xs, bases
+
+
+def _check_layer_inputs(inputs: Any, baselines: Any, model, name: str = "inputs", base_name: str = "baselines"):
     """inputs: any real tensor with a batch dim (token ids allowed); baselines: None (zeros),
-    a number, or a tensor broadcastable to inputs. Returns (x, x') with x' of x's shape."""
+    a number or a tensor broadcastable to inputs (whole numbers for integer inputs).
+    Returns (x, x') with x' of x's shape."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
+    if inputs.dim() < 1:
+        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
+    if inputs.is_complex() or inputs.dtype == torch.bool:
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
     if inputs.dim() < 1:
         raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
     if inputs.is_complex() or inputs.dtype == torch.bool:
         raise TypeError(f"{name} must be a real tensor, got dtype {inputs.dtype}")
+    check_model_device(None, inputs, model)
+    base = torch.zeros_like(inputs) if baselines is None else prepare_baselines(baselines, inputs, base_name).expand_as(inputs)
     if inputs.is_floating_point():
         check_finite(inputs, name)
-    if baselines is None:
-        return inputs, torch.zeros_like(inputs)
-    if isinstance(baselines, bool) or not isinstance(baselines, (numbers.Real, torch.Tensor)):
-        raise TypeError(f"{base_name} must be None, a real number or a tensor, got {type(baselines).__name__}")
-    if isinstance(baselines, numbers.Real):
-        return inputs, torch.full_like(inputs, baselines)
-    if baselines.device != inputs.device:
-        raise ValueError(f"{base_name} is on {baselines.device} but {name} is on {inputs.device}")
-    if not broadcasts_to(baselines.shape, inputs.shape):
-        raise ValueError(f"{base_name} of shape {tuple(baselines.shape)} does not broadcast to {name} of shape "
-                         f"{tuple(inputs.shape)}")
-    base = baselines.to(inputs.dtype).expand_as(inputs).contiguous()
-    if base.is_floating_point():
-        check_finite(base, base_name)
-    return inputs, base
+    return inputs, base.contiguous()
 
 
-def _layer_inputs(inputs: Any, baselines: Any) -> Tuple[Tuple[torch.Tensor, ...], Tuple[torch.Tensor, ...]]:
+def _layer_inputs(inputs: Any, baselines: Any, model) -> Tuple[Tuple[torch.Tensor, ...], Tuple[torch.Tensor, ...]]:
     """The model's inputs and baselines as tuples: one input, or a tuple of them for a model
     called as model(x1, x2, ..., *additional_forward_args) (as Captum's); baselines then
     None, one number, or one per input."""
     if not is_tuple(inputs):
-        x, base = _check_layer_inputs(inputs, baselines)
+        x, base = _check_layer_inputs(inputs, baselines, model)
         return (x,), (base,)
     if not inputs:
         raise ValueError("inputs is an empty tuple; pass a tensor (batch, ...) or a tuple of them")
@@ -65,7 +78,7 @@ def _layer_inputs(inputs: Any, baselines: Any) -> Tuple[Tuple[torch.Tensor, ...]
                         f"tuple inputs; got {type(baselines).__name__}")
     elif len(baselines) != len(inputs):
         raise ValueError(f"baselines has {len(baselines)} entries but inputs has {len(inputs)}: one baseline per input")
-    pairs = [_check_layer_inputs(x, b, f"inputs[{i}]", f"baselines[{i}]") for i, (x, b) in enumerate(zip(inputs, baselines))]
+    pairs = [_check_layer_inputs(x, b, model, f"inputs[{i}]", f"baselines[{i}]") for i, (x, b) in enumerate(zip(inputs, baselines))]
     first = pairs[0][0]
     for i, (x, _) in enumerate(pairs[1:], 1):
         if x.shape[0] != first.shape[0]:
@@ -84,15 +97,10 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
     Cost: two forward passes for h(x) and h(x'), then the method's own cost with the
     full model evaluated at every path point.
     """
-    check_layer(model, layer)
-    if not isinstance(attribute_to_layer_input, bool):
-        raise TypeError(f"attribute_to_layer_input must be a bool, got {type(attribute_to_layer_input).__name__}")
-    m = methods.get(method)
-    cfg = m.settings(**method_settings)
-    xs, bases = _layer_inputs(inputs, baselines)
+    m, cfg, engine, xs, bases = _check_layer_call(method, model, layer, inputs, baselines, target,
+                                                  attribute_to_layer_input, return_convergence_delta, return_details,
+                                                  engine_settings, method_settings)
     args = normalize_forward_args(additional_forward_args)
-    # the engine first: it checks `output` and the other engine settings before the model runs
-    engine = PathEngine(LayerReplaced(model, layer, attribute_to_layer_input), **(engine_settings or {}))
     # model(x1, x2, ..., *args): the inputs after the first travel as leading extra args
     h_x = activations(model, layer, xs[0], xs[1:] + args, attribute_to_layer_input)
     h_b = activations(model, layer, bases[0], bases[1:] + args, attribute_to_layer_input)
@@ -114,6 +122,12 @@ def token_scores(attributions: torch.Tensor, dim: int = -1) -> torch.Tensor:
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     if attributions.dim() < 2:
         raise ValueError(f"attributions must have at least 2 dims (batch, ..., embedding); got shape {tuple(attributions.shape)}")
+    n = attributions.dim()
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int (the embedding dimension), got {dim!r}")
+    if not -n < dim < n or dim % n == 0:
+        raise ValueError(f"dim must be one of the non-batch dimensions of attributions ({n} dims: 1..{n - 1} or "
+                         f"-{n - 1}..-1), got {dim}")
     return attributions.sum(dim)
 
 

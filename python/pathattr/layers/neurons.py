@@ -27,11 +27,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import math
+
 import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..engine import schedule as schedules
-from ..engine.checks import broadcasts_to, check_choice, check_positive_int
+from ..engine.checks import broadcasts_to, check_bool, check_choice, check_finite, check_positive_int
+from ..methods import ig
 from ..engine.core import PathEngine
 from .hooks import check_layer, intercept
 from ..engine.targets import check_model_output, check_target_range, select_output
@@ -43,6 +46,8 @@ def _check_region(region_mask: Any, x: torch.Tensor) -> torch.Tensor:
     """A 0/1 (or bool) tensor broadcastable to inputs (B, *shape): (*shape), (B, *shape), (H, W), ..."""
     if not isinstance(region_mask, torch.Tensor):
         raise TypeError(f"region_mask must be a torch.Tensor of 0/1 (or bool) values, got {type(region_mask).__name__}")
+    if region_mask.is_complex():
+        raise TypeError(f"region_mask must hold 0/1 (or bool) values, got dtype {region_mask.dtype}")
     if not broadcasts_to(region_mask.shape, x.shape):
         raise ValueError(f"region_mask of shape {tuple(region_mask.shape)} does not broadcast to inputs of shape "
                          f"{tuple(x.shape)}; expected {tuple(x.shape[1:])}, {tuple(x.shape)} or a shape broadcastable to them")
@@ -102,6 +107,21 @@ def _chunk_double_backward(model, layer, points, tangents, args, to_input):
     return kept["h"], (torch.zeros_like(h) if jv is None else jv.detach()), out
 
 
+def _layer_and_output(model, layer, x):
+    """The layer's activations and the model's output for x, from one forward without grad."""
+    seen = []
+
+    def keep(h):
+        seen.append(h.detach())
+        return h
+
+    with torch.no_grad(), intercept(layer, keep) as calls:
+        out = model(x)
+    if calls[0] == 0:
+        raise ValueError("layer was not called in model's forward pass: its activations do not exist")
+    return seen[0], out
+
+
 _CHUNK = {"forward_ad": _chunk_forward_ad, "double_backward": _chunk_double_backward}
 
 
@@ -131,12 +151,9 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
     """
     check_layer(model, layer)
     check_choice(jvp, "jvp", JVP_MODES)
-    if not isinstance(attribute_to_layer_input, bool):
-        raise TypeError(f"attribute_to_layer_input must be a bool, got {type(attribute_to_layer_input).__name__}")
-    n = check_positive_int(n_steps, "n_steps")
-    check_choice(method, "method", schedules.RULES)
-    if method == "riemann_trapezoid" and n < 2:
-        raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
+    check_bool(attribute_to_layer_input, "attribute_to_layer_input")
+    check_bool(return_mode, "return_mode")
+    n = ig.settings(n_steps, method)["n_steps"]  # the quadrature rule's checks, as IG's
     engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size)
     batch = engine.prepare(inputs, baselines, target, additional_forward_args)
     mask = _check_region(region_mask, batch.x)
@@ -221,25 +238,36 @@ def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines
     """
     from ..api import integrated_gradients  # the public IG: this check measures with the real thing
 
+    # Every argument before the first forward: IG's settings and the call itself.
     check_layer(model, layer)
     n_prune = check_positive_int(n_prune, "n_prune")
     check_choice(rank, "rank", ("abs", "value"))
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
-    mask = _check_region(region_mask, inputs)
+    ig.settings(n_steps, method)
+    batch = PathEngine(model, output=output).prepare(inputs, baselines, target)
+    mask = _check_region(region_mask, batch.x)
+    if scores is not None:
+        if not isinstance(scores, torch.Tensor):
+            raise TypeError(f"scores must be a torch.Tensor (layer_shape or (B, *layer_shape)), got {type(scores).__name__}")
+        if scores.is_complex() or scores.dtype == torch.bool:
+            raise TypeError(f"scores must be a real tensor, got dtype {scores.dtype}")
+        check_finite(scores.reshape(1, -1), "scores")
+    # One forward: the layer's shape (for n_prune and scores) and, for target=None, the target.
+    h, out = _layer_and_output(model, layer, batch.x)
     if target is None:
-        with torch.no_grad():
-            target = model(inputs).argmax(1)
+        target = out.argmax(1)
+    neurons, B = h[0].numel() if h.shape[0] else math.prod(h.shape[1:]), inputs.shape[0]
+    if n_prune > neurons:
+        raise ValueError(f"n_prune must be <= the layer's {neurons} neurons, got {n_prune}")
+    if scores is not None and not (scores.numel() == neurons or (scores.dim() > 1 and scores.shape[0] == B
+                                                                 and scores[0].numel() == neurons)):
+        raise ValueError(f"scores must have the layer's shape {tuple(h.shape[1:])} or ({B}, *{tuple(h.shape[1:])}) "
+                         f"(one score per neuron); got {tuple(scores.shape)}")
     if scores is None:
         scores = neuron_region_attribution(model, layer, inputs, region_mask, baselines, target, n_steps=n_steps,
                                            method=method, output=output)
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
-    per_input = scores.dim() > 1 and scores.shape[0] == inputs.shape[0]
+    per_input = scores.numel() != neurons
     flat = scores.abs() if rank == "abs" else scores
-    ranking = flat.reshape(scores.shape[0], -1).sum(0) if per_input else flat.reshape(-1)
-    if n_prune > ranking.numel():
-        raise ValueError(f"n_prune must be <= the layer's {ranking.numel()} neurons, got {n_prune}")
+    ranking = flat.reshape(B, -1).sum(0) if per_input else flat.reshape(-1)
     pruned = torch.topk(ranking, n_prune).indices
 
     def zero_top(h):

@@ -27,26 +27,16 @@ walks stop early), plus one forward of x.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..engine.checks import check_positive_int
+from ..engine.checks import check_bool, check_positive_int, check_real, check_seed, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import empty_result
 
 NAME = "agi"
-
-
-def _check_bound(value: Any, name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be None (no clamp) or a finite number; got {value!r}")
-    return float(value)
 
 
 TOPK = 20  # the paper's number of adversarial classes, where the model has that many others
@@ -57,15 +47,13 @@ def settings(epsilon: float = 0.05, max_iter: int = 20, topk: Optional[int] = No
     """Validated settings: epsilon > 0 (step size), max_iter >= 1, topk: None (default: adapts
     to the model, min(20, C - 1) for C classes) or an int >= 1 (must be <= C - 1 at call
     time), seed >= 0 (class sampling), lo/hi clamp bounds (None = no clamp), restart."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (math.isfinite(float(epsilon)) and epsilon > 0):
-        raise ValueError(f"epsilon must be a finite number > 0; got {epsilon!r}")
-    lo_, hi_ = _check_bound(lo, "lo"), _check_bound(hi, "hi")
+    epsilon = check_real(epsilon, "epsilon", 0.0, low_open=True)
+    lo_, hi_ = check_real(lo, "lo", allow_none=True), check_real(hi, "hi", allow_none=True)  # None: no clamp
     if lo_ is not None and hi_ is not None and not lo_ < hi_:
         raise ValueError(f"lo must be below hi; got lo={lo_}, hi={hi_}")
-    if not isinstance(restart, bool):
-        raise TypeError(f"restart must be True or False; got {restart!r}")
-    return {"epsilon": float(epsilon), "max_iter": check_positive_int(max_iter, "max_iter"),
-            "topk": check_positive_int(topk, "topk", allow_none=True), "seed": check_positive_int(seed, "seed", minimum=0),
+    restart = check_bool(restart, "restart")
+    return {"epsilon": epsilon, "max_iter": check_steps(max_iter, "max_iter"),
+            "topk": check_positive_int(topk, "topk", allow_none=True), "seed": check_seed(seed),
             "lo": lo_, "hi": hi_, "restart": restart}
 
 

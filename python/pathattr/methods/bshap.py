@@ -20,9 +20,8 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from ..engine.checks import check_positive_int
+from ..engine.checks import broadcasts_to, check_positive_int, check_seed, check_steps
 from ..engine.core import PathBatch, PathEngine
-from ..baselines.sets import check_seed
 from ..result import AttributionResult
 from ..engine.targets import check_model_output, check_target_range, select_output
 from .common import empty_result
@@ -33,8 +32,9 @@ MAX_EXACT = 20  # 2^20 forward passes per input is the most exact enumeration al
 
 def settings(feature_mask: Any = None, n_permutations: int = 25, max_exact_features: int = 16,
              seed: int = 0) -> Dict[str, Any]:
-    """feature_mask: None (every element is a feature) or an integer tensor of one input's
-    shape, (1, *shape) or (B, *shape) with group ids; n_permutations per input when
+    """feature_mask: None (every element is a feature) or an integer tensor of group ids
+    broadcastable to the inputs, as Captum's (one input's shape, (1, *shape), (B, *shape),
+    (1, 1, H, W) for images: channels share groups); n_permutations per input when
     sampling (default 25); max_exact_features: enumerate all subsets up to this many
     features (default 16, at most 20); seed for the permutations."""
     if feature_mask is not None:
@@ -45,7 +45,7 @@ def settings(feature_mask: Any = None, n_permutations: int = 25, max_exact_featu
     m = check_positive_int(max_exact_features, "max_exact_features", minimum=0)
     if m > MAX_EXACT:
         raise ValueError(f"max_exact_features must be <= {MAX_EXACT} (2^{MAX_EXACT} forward passes per input); got {m}")
-    return {"feature_mask": feature_mask, "n_permutations": check_positive_int(n_permutations, "n_permutations"),
+    return {"feature_mask": feature_mask, "n_permutations": check_steps(n_permutations, "n_permutations"),
             "max_exact_features": m, "seed": check_seed(seed)}
 
 
@@ -56,13 +56,19 @@ def feature_groups(feature_mask, x: torch.Tensor) -> Tuple[torch.Tensor, int]:
         return torch.arange(D, device=x.device).view(1, D), D
     fm = feature_mask
     shape = tuple(x.shape[1:])
-    if fm.dim() == len(shape) and tuple(fm.shape) == shape:
-        fm = fm.unsqueeze(0)
-    if fm.dim() != x.dim() or tuple(fm.shape[1:]) != shape or fm.shape[0] not in (1, B):
-        raise ValueError(f"feature_mask of shape {tuple(feature_mask.shape)} does not match inputs of shape "
-                         f"{tuple(x.shape)}; expected {shape}, (1, *{shape}) or ({B}, *{shape})")
+    if fm.dim() < x.dim():  # broadcasting aligns the trailing dimensions: (H, W), (1, H, W), ...
+        fm = fm.reshape((1,) * (x.dim() - fm.dim()) + tuple(fm.shape))
+    if not broadcasts_to(fm.shape, x.shape):
+        raise ValueError(f"feature_mask of shape {tuple(feature_mask.shape)} does not broadcast to inputs of shape "
+                         f"{tuple(x.shape)}; expected {shape}, (1, *{shape}), ({B}, *{shape}) or a shape broadcastable "
+                         f"to them, e.g. (1, 1, H, W) for (B, C, H, W) images")
+    if fm.device != x.device:
+        raise ValueError(f"feature_mask is on {fm.device} but inputs are on {x.device}")
+    fm = fm.expand((fm.shape[0],) + shape)  # (1 or B, *shape): every element gets its group's id
+    if B == 0:
+        return torch.zeros((1, D), dtype=torch.long, device=x.device), 0
     rows, d = [], None
-    for r in fm.reshape(fm.shape[0], -1).to(x.device, torch.long):
+    for r in fm.reshape(fm.shape[0], -1).to(torch.long):
         ids, inv = torch.unique(r, return_inverse=True)
         if d is not None and ids.numel() != d:
             raise ValueError(f"feature_mask must give every input the same number of groups; got {d} and {ids.numel()}")

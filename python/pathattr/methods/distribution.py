@@ -32,6 +32,7 @@ def attribute(method, engine: PathEngine, cfg: Dict[str, Any], inputs, dist: ref
         raise ValueError(f"baselines: a distribution_baseline works with the methods {', '.join(map(repr, SUPPORTED))}; "
                          f"got method {method.NAME!r}")
     batch = engine.prepare(inputs, None, target, additional_forward_args)
+    refsets.check_reference_set(dist.references, "baselines", like=batch.x)  # before the first model call
     name = method.NAME + "_distribution"
     shown = dict(cfg, n_baselines=dist.n_baselines, baseline_seed=dist.seed, n_references=dist.size)
     if batch.size == 0:

@@ -16,7 +16,7 @@ from typing import Any, Dict
 import torch
 
 from ..baselines import sets as refsets
-from ..engine.checks import check_positive_int
+from ..engine.checks import check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from . import pairs
@@ -38,8 +38,8 @@ def settings(references: Any = None, n_references: int = 20, n_alphas: int = 1, 
     n_alphas k per reference (default 1); seed for the references and alphas."""
     if references is not None:
         refsets.check_reference_set(references, "references")
-    return {"references": references, "n_references": check_positive_int(n_references, "n_references"),
-            "n_alphas": check_positive_int(n_alphas, "n_alphas"), "seed": refsets.check_seed(seed)}
+    return {"references": references, "n_references": check_steps(n_references, "n_references"),
+            "n_alphas": check_steps(n_alphas, "n_alphas"), "seed": refsets.check_seed(seed)}
 
 
 def prepare(engine: PathEngine, cfg: Dict[str, Any], inputs, baselines, target, additional_forward_args) -> ReferenceBatch:
@@ -51,8 +51,8 @@ def prepare(engine: PathEngine, cfg: Dict[str, Any], inputs, baselines, target, 
     if refs is None:
         raise ValueError("baselines: expected_gradients needs a reference set, a tensor (R, *shape) or a Dataset "
                          "(baselines=..., or references=... in Explainer)")
-    refsets.check_reference_set(refs, "baselines")
     b = engine.prepare(inputs, None, target, additional_forward_args)
+    refsets.check_reference_set(refs, "baselines", like=b.x)
     return ReferenceBatch(b.x, b.baseline, b.target, b.args, b.acc_dtype, references=refs)
 
 

@@ -24,12 +24,11 @@ details, or target=None).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Dict
 
 import torch
 
-from ..engine.checks import check_positive_int
+from ..engine.checks import check_real, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import empty_result
@@ -38,20 +37,10 @@ NAME = "guided_ig"
 EPSILON = 1e-9  # the L1 target is reached when within 1e-9 (relative or absolute), as math.isclose
 
 
-def _check_unit(value: Any, name: str, low_open: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(float(value))
-    if ok:
-        v = float(value)
-        ok = (0.0 < v if low_open else 0.0 <= v) and v <= 1.0
-    if not ok:
-        raise ValueError(f"{name} must be a number in {'(0, 1]' if low_open else '[0, 1]'}; got {value!r}")
-    return float(value)
-
-
 def settings(n_steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02) -> Dict[str, Any]:
     """Validated settings: n_steps T >= 1, fraction in (0, 1], max_dist in [0, 1] (0 = IG's straight line)."""
-    return {"n_steps": check_positive_int(n_steps, "n_steps"), "fraction": _check_unit(fraction, "fraction", True),
-            "max_dist": _check_unit(max_dist, "max_dist", False)}
+    return {"n_steps": check_steps(n_steps), "fraction": check_real(fraction, "fraction", 0.0, 1.0, low_open=True),
+            "max_dist": check_real(max_dist, "max_dist", 0.0, 1.0)}
 
 
 def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: bool, want_details: bool) -> AttributionResult:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..engine import schedule as schedules
-from ..engine.checks import check_choice, check_positive_int
+from ..engine.checks import check_choice, check_positive_int, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
@@ -26,7 +26,7 @@ NAME = "icg"
 def settings(n_steps: int = 100, rule: str = "riemann_middle", certainty_channels: Optional[int] = None) -> Dict[str, Any]:
     """n_steps (default 100, the paper's), the quadrature rule (default midpoint) and,
     for a plain network (not a CertaintyModel), its certainty channels Cc (None = 1)."""
-    n = check_positive_int(n_steps, "n_steps")
+    n = check_steps(n_steps)
     check_choice(rule, RULE_ARG, schedules.RULES)
     if rule == "riemann_trapezoid" and n < 2:
         raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
@@ -61,8 +61,10 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     shape = (x.shape[0], cc) + tuple(x.shape[2:])
     joint = PathBatch(torch.cat([x, x.new_ones(shape)], 1), torch.cat([x, x.new_zeros(shape)], 1),
                       batch.target, batch.args, batch.acc_dtype)
-    if batch.size == 0:
-        return empty_result(batch, NAME, cfg)
+    if batch.size == 0:  # attributions have the certainty's shape (0, Cc, ...), as a full batch's
+        res = empty_result(batch, NAME, cfg)
+        res.attributions = x.new_zeros(shape)
+        return res
     sched = schedules.uniform(cfg["rule"], cfg["n_steps"], batch.size)
     ends = engine.endpoints(joint) if (joint.target is None or want_delta or want_details) else None
     integral = engine.integrate(joint, sched.alphas, sched.weights, importance="none")

@@ -23,7 +23,7 @@ import torch
 
 from ..engine import schedule as schedules
 from ..engine.profiling import stage
-from ..engine.checks import check_choice, check_positive_int
+from ..engine.checks import check_choice, check_positive_int, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
@@ -38,19 +38,19 @@ def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[in
              rule: str = "riemann_right", importance: str = "exact", normalize: str = "none",
              growth: str = "abs", placement: Optional[str] = None, floor: Optional[int] = None) -> Dict[str, Any]:
     """Validated settings with the schedule's presets filled in (see the module docstring)."""
-    m = check_positive_int(n_steps, "n_steps")
+    m = check_steps(n_steps)
     check_choice(schedule, "schedule", SCHEDULES)
     check_choice(importance, "importance", IMPORTANCE)
     check_choice(normalize, "normalize", NORMALIZE)
+    check_choice(rule, RULE_ARG, schedules.RULES)  # checked even where the schedule does not use it
     cfg: Dict[str, Any] = {"n_steps": m, "schedule": schedule, "importance": importance, "normalize": normalize}
     if schedule == "uniform":
-        check_choice(rule, RULE_ARG, schedules.RULES)
         if rule == "riemann_trapezoid" and m < 2:
             raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
         cfg["rule"] = rule
         return cfg
     paper = schedule == "paper"
-    n = check_positive_int(n_probe if n_probe is not None else (m if paper else max(2, m // 4)), "n_probe")
+    n = check_steps(n_probe if n_probe is not None else (m if paper else max(2, m // 4)), "n_probe")
     fl = check_positive_int(floor if floor is not None else (0 if paper else 1), "floor", minimum=0)
     pl = check_choice(placement if placement is not None else ("left" if paper else "midpoint"), "placement", schedules.PLACEMENTS)
     check_choice(growth, "growth", schedules.GROWTHS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..engine import schedule as schedules
-from ..engine.checks import check_choice, check_positive_int
+from ..engine.checks import check_choice, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
@@ -19,7 +19,7 @@ NAME = "ig"
 
 def settings(n_steps: int = 50, rule: str = "gausslegendre") -> Dict[str, Any]:
     """Validated settings: n_steps (>= 1; >= 2 for the trapezoid) and the quadrature rule."""
-    n = check_positive_int(n_steps, "n_steps")
+    n = check_steps(n_steps)
     check_choice(rule, RULE_ARG, schedules.RULES)
     if rule == "riemann_trapezoid" and n < 2:
         raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")

@@ -14,12 +14,10 @@ forward at p(alpha*) when a delta or details are asked for.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Dict, Optional
 
 from ..engine import schedule as schedules
-from ..engine.checks import check_choice, check_positive_int
+from ..engine.checks import check_choice, check_real, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
@@ -31,14 +29,13 @@ def settings(n_steps: int = 50, rule: str = "gausslegendre", r: float = 0.9, thr
              n_probe: Optional[int] = None) -> Dict[str, Any]:
     """Validated settings. n_probe: probe intervals N (default max(2, n_steps // 4));
     r in (0, 1]; threshold "baseline" or "max"; rule: the quadrature rule (as in IG)."""
-    n = check_positive_int(n_steps, "n_steps")
+    n = check_steps(n_steps)
     check_choice(rule, RULE_ARG, schedules.RULES)
     if rule == "riemann_trapezoid" and n < 2:
         raise ValueError("n_steps must be >= 2 for the rule 'riemann_trapezoid'")
-    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not (0.0 < float(r) <= 1.0) or math.isnan(float(r)):
-        raise ValueError(f"r must be a number in (0, 1] (the fraction of F(x) - F(x') kept); got {r!r}")
+    r = check_real(r, "r", 0.0, 1.0, low_open=True)  # the fraction of F(x) - F(x') kept
     check_choice(threshold, "threshold", schedules.THRESHOLDS)
-    probe = check_positive_int(n_probe if n_probe is not None else max(2, n // 4), "n_probe")
+    probe = check_steps(n_probe if n_probe is not None else max(2, n // 4), "n_probe")
     return {"n_steps": n, "rule": rule, "r": float(r), "threshold": threshold, "n_probe": probe}
 
 

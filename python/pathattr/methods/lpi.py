@@ -16,7 +16,7 @@ from typing import Any, Dict
 import torch
 
 from ..baselines import sets as refsets
-from ..engine.checks import check_positive_int
+from ..engine.checks import check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..baselines.lpi_bank import ReferenceBank
 from ..result import AttributionResult
@@ -33,11 +33,12 @@ def settings(bank: Any = None, n_alphas: int = 1, alpha_range=(0.01, 0.99), seed
     if not isinstance(bank, ReferenceBank):
         raise TypeError(f"bank must be a pathattr.ReferenceBank (build_reference_bank(...) or "
                         f"ReferenceBank.load(path)), got {type(bank).__name__}")
+    bank.check("bank")
     ok = (isinstance(alpha_range, (tuple, list)) and len(alpha_range) == 2
           and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in alpha_range))
     if not ok or not (0 <= alpha_range[0] < alpha_range[1] <= 1):
         raise ValueError(f"alpha_range must be a pair (lo, hi) with 0 <= lo < hi <= 1; got {alpha_range!r}")
-    return {"bank": bank, "n_alphas": check_positive_int(n_alphas, "n_alphas"),
+    return {"bank": bank, "n_alphas": check_steps(n_alphas, "n_alphas"),
             "alpha_range": (float(alpha_range[0]), float(alpha_range[1])), "seed": refsets.check_seed(seed)}
 
 

@@ -6,12 +6,11 @@ Metrics perturb images, never differentiate, so every forward pass here runs und
 """
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, Iterator, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import torch
 
-from ..engine.checks import check_finite, check_model_device, check_positive_int, first_tensor
+from ..engine.checks import check_finite, check_model_device, check_positive_int, check_seed, first_tensor
 from ..engine.targets import parse_target
 
 DEFAULT_BATCH_SIZE = 256
@@ -23,8 +22,9 @@ def check_model(model: Any) -> None:
                         f"got {type(model).__name__}")
 
 
-def check_images(images: Any, name: str = "inputs") -> torch.Tensor:
-    """A floating (B, C, H, W) tensor, finite everywhere."""
+def check_images(images: Any, name: str = "inputs", finite: bool = True) -> torch.Tensor:
+    """A floating (B, C, H, W) tensor, finite everywhere (finite=False: checked later by
+    the caller, after the device checks)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (batch, channels, height, width), "
                         f"got {type(images).__name__}")
@@ -34,7 +34,8 @@ def check_images(images: Any, name: str = "inputs") -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor in the model's input space, got dtype {images.dtype}")
     if images.shape[0] == 0 or images.shape[2] * images.shape[3] == 0:
         raise ValueError(f"{name} must hold at least one image with at least one pixel, got {tuple(images.shape)}")
-    check_finite(images, name)
+    if finite:
+        check_finite(images, name)
     return images
 
 
@@ -77,16 +78,18 @@ def check_batch_size(batch_size: Any) -> int:
     return check_positive_int(batch_size, "batch_size")
 
 
-def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return int(seed)
-
-
 def model_reference(model: Any, inputs: torch.Tensor) -> None:
     check_model_device(first_tensor(model), inputs)
+
+
+def check_call(model: Any, inputs: Any, target: Any) -> Tuple[torch.Tensor, Any]:
+    """The model, the images and the target of a model-based metric, in the order types,
+    shapes, devices, values: (images, target (B,) int64 or None), before any forward."""
+    check_model(model)
+    x = check_images(inputs, finite=False)
+    model_reference(model, x)
+    check_finite(x, "inputs")
+    return x, parse_target(target, x.shape[0], x.device)
 
 
 def forward_probs(model: Callable, rows: Iterator[torch.Tensor]) -> torch.Tensor:
@@ -106,14 +109,15 @@ def forward_probs(model: Callable, rows: Iterator[torch.Tensor]) -> torch.Tensor
     return probs
 
 
-def resolve_target(model: Callable, images: torch.Tensor, target: Any, batch_size: int
+def resolve_target(model: Callable, images: torch.Tensor, target: Optional[torch.Tensor], batch_size: int
                    ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(target (B,) int64, probabilities on the original images (B, classes)).
 
-    target=None is the class the model predicts on the original image.
+    target: parsed by `check_call` (before any forward); None is the class the model
+    predicts on the original image.
     """
     probs = forward_probs(model, (images[i:i + batch_size] for i in range(0, images.shape[0], batch_size)))
-    t = parse_target(target, images.shape[0], probs.device)
+    t = target
     if t is None:
         t = probs.argmax(1)
     elif t.numel() and int(t.max()) >= probs.shape[1]:

@@ -22,8 +22,8 @@ from typing import Any, Dict, Sequence
 
 import torch
 
-from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs,
-                      model_reference, rank_of_pixel, resolve_target, saliency_map)
+from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_call, forward_probs, rank_of_pixel, resolve_target,
+                      saliency_map)
 
 FRACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
@@ -91,14 +91,12 @@ def diffid(model, inputs: torch.Tensor, attributions: torch.Tensor, target: Any 
     batch_size: rows per forward pass (default 256).
     Cost: 2 * B * R forward rows plus B.
     """
-    check_model(model)
-    x = check_images(inputs)
+    x, target = check_call(model, inputs, target)
     b, c, h, w = x.shape
     hw = h * w
     sal = saliency_map(attributions, b, (h, w))
     fr, removed = _check_fractions(fractions, hw)
     batch_size = check_batch_size(batch_size)
-    model_reference(model, x)
 
     target, probs = resolve_target(model, x, target, batch_size)
     p0 = probs.gather(1, target.view(-1, 1)).view(-1)

@@ -12,17 +12,15 @@ run through the model in chunks of `batch_size`, so memory is one chunk.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..engine.checks import check_choice, check_positive_int, prepare_baselines
-from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_images, check_model, forward_probs,
-                      model_reference, rank_of_pixel, resolve_target, saliency_map, trapezoid_unit)
+from ..engine.checks import check_choice, check_positive_int, check_real, prepare_baselines
+from ._common import (DEFAULT_BATCH_SIZE, check_batch_size, check_call, forward_probs, rank_of_pixel, resolve_target,
+                      saliency_map, trapezoid_unit)
 
 GAMES = ("insertion", "deletion")
 
@@ -98,8 +96,7 @@ def insertion_deletion(model, inputs: torch.Tensor, attributions: torch.Tensor, 
     batch_size: rows per forward pass (default 256).
     Cost: B * (n_steps + 1) forward rows per game, plus B for the target.
     """
-    check_model(model)
-    x = check_images(inputs)
+    x, target = check_call(model, inputs, target)
     b, c, h, w = x.shape
     sal = saliency_map(attributions, b, (h, w))
     hw = h * w
@@ -108,11 +105,9 @@ def insertion_deletion(model, inputs: torch.Tensor, attributions: torch.Tensor, 
     blur_kernel = check_positive_int(blur_kernel, "blur_kernel")
     if blur_kernel % 2 == 0:
         raise ValueError(f"blur_kernel must be odd, got {blur_kernel}")
-    if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not (0 < blur_sigma < math.inf):
-        raise ValueError(f"blur_sigma must be a positive finite number, got {blur_sigma!r}")
+    blur_sigma = check_real(blur_sigma, "blur_sigma", 0.0, low_open=True)
     batch_size = check_batch_size(batch_size)
     base = prepare_baselines(baseline, x, "baseline")
-    model_reference(model, x)
 
     target, probs = resolve_target(model, x, target, batch_size)
     n_steps = -(-hw // step)

@@ -72,8 +72,13 @@ def localisation(attributions: torch.Tensor, masks: torch.Tensor, sign: str = "p
     if not isinstance(attributions, torch.Tensor):
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     b = attributions.shape[0] if attributions.dim() else 0
+    if isinstance(masks, torch.Tensor) and masks.dim() and attributions.dim() and masks.shape[0] != b:
+        raise ValueError(f"attributions has {b} maps but masks has {masks.shape[0]}: one mask per attribution map")
     m = _check_masks(masks, b)
     h, w = m.shape[1:]
+    if attributions.dim() in (3, 4) and tuple(attributions.shape[-2:]) != (h, w):
+        raise ValueError(f"masks of shape {tuple(masks.shape)} do not match attributions of shape "
+                         f"{tuple(attributions.shape)}: one (H, W) mask per attribution map")
     s = saliency_map(attributions, b, (h, w), reduce="sum").to(m.device)
     check_choice(sign, "sign", SIGNS)
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not (0 <= tolerance < float("inf")):

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from ..engine.checks import check_positive_int, first_tensor
-from ._common import DEFAULT_BATCH_SIZE, check_batch_size, check_model, check_seed, forward_probs, saliency_map
+from ..engine.checks import check_bool, check_device, check_device_of, check_positive_int, check_real, check_seed, first_tensor
+from ._common import DEFAULT_BATCH_SIZE, check_batch_size, check_model, forward_probs, saliency_map
 from ..engine.targets import parse_target
 from .pic_images import blurred_image, random_mask as draw_random_mask, webp_size
 
 THRESHOLDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75)
 SKIP_REASONS = ("low_prediction", "entropy", "blurred_prediction")
+MAX_DATA_POINTS = 10 ** 6  # curve samples: far past any visible difference, and bounded memory
 _trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")
 
 
@@ -142,10 +143,11 @@ def _check_uint8_images(images: Any) -> np.ndarray:
 
 
 def _check_thresholds(thresholds: Any) -> tuple:
-    try:
-        t = tuple(float(v) for v in thresholds)
-    except TypeError:
-        raise TypeError(f"thresholds must be a sequence of numbers, got {thresholds!r}") from None
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, (tuple, list, np.ndarray)):
+        raise TypeError(f"thresholds must be a sequence of numbers in (0, 1), got {thresholds!r}")
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in thresholds):
+        raise TypeError(f"thresholds must hold numbers in (0, 1), got {thresholds!r}")
+    t = tuple(float(v) for v in thresholds)
     if not t or any(not (0.0 < v < 1.0) for v in t) or any(b <= a for a, b in zip(t, t[1:])):
         raise ValueError(f"thresholds must be a non-empty, strictly increasing sequence in (0, 1); got {thresholds!r}")
     return t
@@ -199,22 +201,22 @@ def pic(model, images: Any, attributions: Any, target: Any = None, random_mask: 
         raise TypeError(f"preprocess must be a callable uint8 tensor -> model input, got {type(preprocess).__name__}")
     imgs = _check_uint8_images(images)
     b, h, w, c = imgs.shape
+    tgt = parse_target(target, b, torch.device("cpu"))  # before any forward
     sal = saliency_map(attributions if isinstance(attributions, torch.Tensor) else
                        torch.as_tensor(attributions) if isinstance(attributions, np.ndarray) else attributions,
                        b, (h, w)).cpu().numpy()
     thresholds = _check_thresholds(thresholds)
-    for name, v in (("min_pred_value", min_pred_value), ("random_fraction", random_fraction)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-            raise TypeError(f"{name} must be a finite real number, got {v!r}")
-    if not (0.0 <= random_fraction < 1.0):
-        raise ValueError(f"random_fraction must lie in [0, 1), got {random_fraction}")
-    num_data_points = check_positive_int(num_data_points, "num_data_points")
+    min_pred_value = check_real(min_pred_value, "min_pred_value")
+    random_fraction = check_real(random_fraction, "random_fraction", 0.0, 1.0, high_open=True)
+    keep_monotonous = check_bool(keep_monotonous, "keep_monotonous")
+    num_data_points = check_positive_int(num_data_points, "num_data_points", maximum=MAX_DATA_POINTS)
     batch_size = check_batch_size(batch_size)
     seed = check_seed(seed)
     if device is None:
         ref = first_tensor(model)
         device = ref.device if ref is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
+    check_device_of(model, device)
     if random_mask is None:
         rng = np.random.default_rng(seed)
         masks = np.stack([draw_random_mask(rng, h, w, random_fraction) for _ in range(b)])
@@ -242,7 +244,6 @@ def pic(model, images: Any, attributions: Any, target: Any = None, random_mask: 
     probs = forward_probs(model, chunks()).cpu()
     classes = probs.shape[1]
     probs = probs.view(b, n_views, classes)
-    tgt = parse_target(target, b, torch.device("cpu"))
     if tgt is None:
         tgt = probs[:, -1].argmax(1)
     elif tgt.numel() and int(tgt.max()) >= classes:
