@@ -203,7 +203,7 @@ SIGNATURES = [
     Sig("adversarial_gradient_integration", fresh(pa.adversarial_gradient_integration, max_iter=2, topk=2),
         dict(without(engine_args(), "baselines", "n_steps", "method", "return_convergence_delta", "output"),
              epsilon=reals_outside(0, math.inf, lo_closed=False), max_iter=counts(maximum=MAX_STEPS),
-             topk=counts(huge=False), seed=SEEDS, lo=reals_outside(-math.inf, math.inf, none_ok=True),
+             topk=counts(huge=False, none_ok=True), seed=SEEDS, lo=reals_outside(-math.inf, math.inf, none_ok=True),
              hi=reals_outside(-math.inf, math.inf, none_ok=True), restart=flags())),
     Sig("expected_gradients", fresh(pa.expected_gradients, baselines=torch.rand(4, D), n_references=3),
         dict(without(engine_args(), "n_steps", "method"), baselines=reference_sets(),

@@ -49,11 +49,6 @@ def _check_layer_inputs(inputs: Any, baselines: Any, model, name: str = "inputs"
     if inputs.dim() < 1:
         raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
     if inputs.is_complex() or inputs.dtype == torch.bool:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
-    if inputs.dim() < 1:
-        raise ValueError(f"{name} must have a batch dimension, got a 0-d tensor")
-    if inputs.is_complex() or inputs.dtype == torch.bool:
         raise TypeError(f"{name} must be a real tensor, got dtype {inputs.dtype}")
     check_model_device(None, inputs, model)
     base = torch.zeros_like(inputs) if baselines is None else prepare_baselines(baselines, inputs, base_name).expand_as(inputs)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import torch
 
-from ..engine.checks import check_finite, check_model_device, check_positive_int, check_seed, first_tensor
+from ..engine.checks import check_finite, check_model_device, check_positive_int, first_tensor
 from ..engine.targets import parse_target
 
 DEFAULT_BATCH_SIZE = 256
