@@ -228,3 +228,24 @@ def test_out_of_memory_backs_off_to_smaller_chunks(method, seed):
     assert ex.engine.rows_per_chunk(ex.engine.prepare(x)) <= 7  # the cap is remembered
     with pytest.raises(torch.OutOfMemoryError, match="one path point"):
         pa.Explainer(_OOMAbove(model, 0), method, n_steps=4).attribute(x, target=1)
+
+
+@pytest.mark.parametrize("method, settings", [("ig", {}), ("idg", {"schedule": "uniform"}), ("idg", {}),
+                                              ("left_ig", {})])
+def test_details_never_alias_the_schedulers_caches(method, settings, seed):
+    """Writing into a result's alphas, weights or probe grid changes no later call
+    (they were the scheduler's cached tensors: every later IG call returned zeros)."""
+    torch.manual_seed(seed)
+    model = MLP().double()
+    x = torch.randn(2, 12, dtype=torch.float64)
+    ex = pa.Explainer(model, method, n_steps=8, **settings)
+    first = ex.attribute(x, target=1, return_details=True)
+    for name in ("alphas", "weights", "probe_alphas"):
+        t = getattr(first, name, None)
+        if t is not None:
+            t.zero_()
+    again = pa.Explainer(model, method, n_steps=8, **settings).attribute(x, target=1, return_details=True)
+    fresh = pa.Explainer(model, method, n_steps=8, **settings).attribute(x, target=1)
+    assert torch.count_nonzero(again.weights) > 0
+    assert_close(again.attributions, first.attributions, rtol=1e-12, atol=1e-14, what="after writing into details")
+    assert_close(fresh, first.attributions, rtol=1e-12, atol=1e-14, what="plain call after writing into details")
