@@ -249,3 +249,21 @@ def test_details_never_alias_the_schedulers_caches(method, settings, seed):
     assert torch.count_nonzero(again.weights) > 0
     assert_close(again.attributions, first.attributions, rtol=1e-12, atol=1e-14, what="after writing into details")
     assert_close(fresh, first.attributions, rtol=1e-12, atol=1e-14, what="plain call after writing into details")
+
+
+def test_first_call_imports_nothing_heavy():
+    """The first IG/IDG call of a process imported sympy (autograd checks a grad_outputs
+    tensor with torch.fx's symbolic shapes): ~400 ms once. The backward is seeded
+    without grad_outputs now, so neither it nor torch.fx's shape module is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, pathattr as pa\n"
+            "from pathattr.data.digits import load_digits_data, load_digits_model\n"
+            "m = load_digits_model(); x = load_digits_data('test')[0][:2].clone()\n"
+            "pa.integrated_gradients(m, x, target=1); pa.integrated_decision_gradients(m, x, target=[1, 2])\n"
+            "pa.integrated_gradients(m, x, target=1, internal_batch_size=16)\n"
+            "print(sorted(k for k in ('sympy', 'torch.fx.experimental.symbolic_shapes') if k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

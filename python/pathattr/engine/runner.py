@@ -105,12 +105,12 @@ class ModelRunner:
         if not f.requires_grad:
             return None
         with stage("backward", self.ranges):
-            if seed is None:
-                return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
-            # seed in f's dtype: a grad_outputs of another dtype makes autograd validate
-            # it through a slower path
-            return torch.autograd.grad(f, wrt, grad_outputs=seed if seed.dtype == f.dtype else seed.to(f.dtype),
-                                       allow_unused=True)[0]
+            if seed is not None:
+                # (f * seed).sum() seeds the backward with exactly `seed` (d sum = 1, times
+                # seed), without grad_outputs: autograd validates a grad_outputs tensor with
+                # torch.fx's symbolic shapes, whose first import (sympy) cost ~400 ms.
+                f = f * (seed if seed.dtype == f.dtype else seed.to(f.dtype))
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
