@@ -353,8 +353,8 @@ class PathEngine:
         return self._integrate_chunks(batch, a, w, importance, baseline_values)
 
     def _integrate_one_chunk(self, batch: PathBatch, a: torch.Tensor, w: torch.Tensor, exact: bool) -> PathIntegral:
-        """`integrate` for all B*S rows in one model call, in the fewest torch calls (for
-        IG the weights w_k seed the backward and the fold is one sum over k)."""
+        """`integrate` for all B*S rows in one model call and one backward, folded in one
+        batched product per input (fold.all_at_once): the fewest torch calls."""
         B, S = a.shape
         runner = self.runner
         points = self.points.all(batch, a).detach().requires_grad_(True)
@@ -362,8 +362,8 @@ class PathEngine:
             out = self.check_output(runner.call(points), B * S, batch)
             self.check_target(batch, out)
             f = select_output(out, self._row_select(batch, 0, B * S, S), self.output)
-            g = runner.backward(f, points, None if exact else w.reshape(-1))
-        acc, scales = _fold.all_at_once(batch, g, w, exact, seeded=True)
+            g = runner.backward(f, points)
+        acc, scales = _fold.all_at_once(batch, g, w, exact)
         check_integral_finite(acc, batch)
         values = f.detach()
         return PathIntegral(acc, (values if values.dtype == batch.acc_dtype else values.to(batch.acc_dtype)).view(B, S),

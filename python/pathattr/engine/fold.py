@@ -28,14 +28,14 @@ def chunk(importance: str, g2: torch.Tensor, diff2: torch.Tensor, w: torch.Tenso
     return None
 
 
-def all_at_once(batch: PathBatch, g: Optional[torch.Tensor], w: torch.Tensor, exact: bool, seeded: bool):
-    """(acc, scales) for all B*S rows at once. g: (B*S, *shape) gradients, already
-    weighted by w when `seeded` (IG's weights ride on the backward: acc is one sum over k)."""
+def all_at_once(batch: PathBatch, g: Optional[torch.Tensor], w: torch.Tensor, exact: bool):
+    """(acc, scales) for all B*S rows at once from their gradients g (B*S, *shape):
+    acc = sum_k w_k scale_k g_k as one (1, S) x (S, D) product per input."""
     B, S = w.shape
     D = batch.features
     g3 = torch.zeros((B, S, D), dtype=batch.x.dtype, device=batch.x.device) if g is None else g.reshape(B, S, D)
     if not exact:
-        return (g3.sum(1) if seeded else torch.bmm(w.unsqueeze(1).to(g3.dtype), g3).view(B, D)).view(batch.x.shape), None
+        return torch.bmm(w.unsqueeze(1), g3).view(batch.x.shape), None
     scales = torch.bmm(g3, batch.diff().view(B, D, 1)).view(B, S)
     return torch.bmm((w * scales).unsqueeze(1), g3).view(batch.x.shape), scales
 

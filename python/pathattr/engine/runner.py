@@ -6,7 +6,7 @@ measured below), the same out-of-memory back-off (halve the chunk, remember the 
 retry the same rows), the same autocast and the same profiling ranges. It offers
 
     call(points, args)       one model call, under autocast (grad mode is the caller's)
-    backward(f, wrt, seed)   one input-gradient backward (f.sum(), or f seeded by `seed`)
+    backward(f, wrt)         one input-gradient backward of f.sum()
     chunks(total, ...)       one chunk loop, forward only (no_grad) or forward+backward:
                              step(start, n) makes one chunk's model calls, fold(start, n,
                              result) consumes it outside the retry (so a chunk is folded once)
@@ -99,17 +99,15 @@ class ModelRunner:
         with stage("forward", self.ranges), self.context(points.device):
             return self.model(points, *args)
 
-    def backward(self, f: torch.Tensor, wrt: torch.Tensor, seed: Optional[torch.Tensor] = None):
-        """d(sum f)/d wrt, or with `seed` the vector-Jacobian product seed . df/d wrt;
-        None when f does not depend on wrt (callers read that as zeros)."""
+    def backward(self, f: torch.Tensor, wrt: torch.Tensor):
+        """d(sum f)/d wrt; None when f does not depend on wrt (callers read that as zeros).
+
+        Never with grad_outputs: autograd validates a grad_outputs tensor with torch.fx's
+        symbolic shapes, whose first import (sympy) cost ~300 ms on the first call of a
+        process; per-row weights are applied in the fold instead."""
         if not f.requires_grad:
             return None
         with stage("backward", self.ranges):
-            if seed is not None:
-                # (f * seed).sum() seeds the backward with exactly `seed` (d sum = 1, times
-                # seed), without grad_outputs: autograd validates a grad_outputs tensor with
-                # torch.fx's symbolic shapes, whose first import (sympy) cost ~400 ms.
-                f = f * (seed if seed.dtype == f.dtype else seed.to(f.dtype))
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
     # ---------------------------------------------------------- chunking
