@@ -15,6 +15,7 @@ See docs/design.md.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -32,6 +33,8 @@ from .points import PathPoints, backend as _backend
 from .profiling import stage
 from .runner import MIN_ROWS, ModelRunner, chunk_rows  # noqa: F401  (re-exported for older imports)
 from .targets import check_model_output, check_output, check_target_range, select_output
+
+_GRAD = contextlib.nullcontext()  # grad mode already on: nothing to enter
 
 __all__ = ["PathEngine", "PathBatch", "PathIntegral", "IMPORTANCE", "check_integral_finite", "check_values_finite"]
 
@@ -358,7 +361,7 @@ class PathEngine:
         B, S = a.shape
         runner = self.runner
         points = self.points.all(batch, a).detach().requires_grad_(True)
-        with torch.enable_grad():
+        with _GRAD if torch.is_grad_enabled() else torch.enable_grad():  # (entering enable_grad costs frames)
             out = self.check_output(runner.call(points), B * S, batch)
             self.check_target(batch, out)
             f = select_output(out, self._row_select(batch, 0, B * S, S), self.output)

@@ -107,7 +107,9 @@ class ModelRunner:
         process; per-row weights are applied in the fold instead."""
         if not f.requires_grad:
             return None
-        with stage("backward", self.ranges):
+        if not self.ranges:
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
+        with stage("backward", True):
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
     # ---------------------------------------------------------- chunking
