@@ -110,14 +110,15 @@ def test_nan_gradient_is_caught_on_the_single_chunk_path():
 
 def test_explainer_reuses_buffers_and_default_baseline(seed):
     model = MLP(d_in=12, classes=5).eval()
-    ex = pa.Explainer(model, "ig", n_steps=8)
+    ex = pa.Explainer(model, "ig", n_steps=8, internal_batch_size=4)  # the chunk loop: its buffer is reused
     x = torch.randn(2, 12)
-    first, _ = ex.attribute(x, target=1, return_convergence_delta=True)  # a delta: the general path
+    first, _ = ex.attribute(x, target=1, return_convergence_delta=True)
     buf, zeros = ex.engine._buffer, ex.engine._zeros[1]
+    assert buf is not None and buf.shape == (4, 12)
     second, _ = ex.attribute(x * 2, target=1, return_convergence_delta=True)
     assert ex.engine._buffer is buf and ex.engine._zeros[1] is zeros
     assert not torch.equal(first, second) and torch.count_nonzero(zeros) == 0
-    third = ex.attribute(x * 3, target=1)  # no delta: the same one-chunk branch, the same numbers
+    third = ex.attribute(x * 3, target=1)  # no delta: the same chunk loop, the same numbers
     assert torch.equal(third, ex.attribute(x * 3, target=1, return_convergence_delta=True)[0])
     assert ex.engine._buffer is buf
     z = ex.engine._zeros_like_input(torch.randn(2, 3, 4, dtype=torch.float64))  # another shape: new zeros
