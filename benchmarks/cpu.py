@@ -1,6 +1,6 @@
 """CPU benchmark: pathattr IG / IDG against Captum and against the bare model cost.
 
-    python -m benchmarks.cpu [--quick] [--repeat 5] [--out benchmarks/results/cpu-DATE.json]
+    python -m benchmarks.cpu [--quick] [--repeat 5] [--cases digits_cnn/b1 ...] [--out benchmarks/results/cpu-DATE.json]
 
 Cases: the bundled DigitsCNN (1x8x8) and a deeper ResidualCNN (3x32x32), batch 1
 and 32, 50 steps. Providers:
@@ -151,6 +151,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only, 3 repeats (a smoke run)")
+    ap.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                    help="run only these cases (e.g. digits_cnn/b1 residual_cnn/b32; default all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -163,8 +165,10 @@ def main(argv=None):
         p.requires_grad_(False)  # both sides see the same frozen model
     rows = []
     for B in batches:
-        rows += run_case(f"digits_cnn/b{B}", digits_model, digits[:B].clone(), repeat)
-        rows += run_case(f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32), repeat)
+        for name, model, x in ((f"digits_cnn/b{B}", digits_model, digits[:B].clone()),
+                               (f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32))):
+            if args.cases is None or name in args.cases:
+                rows += run_case(name, model, x, repeat)
     env = environment()
     out = Path(args.out or f"benchmarks/results/cpu-{datetime.date.today().isoformat()}.json")
     write_results(rows, out, env, {"steps": STEPS, "repeat": repeat, "chunks": CHUNKS}, summary=ratios(rows))

@@ -228,3 +228,82 @@ def test_out_of_memory_backs_off_to_smaller_chunks(method, seed):
     assert ex.engine.rows_per_chunk(ex.engine.prepare(x)) <= 7  # the cap is remembered
     with pytest.raises(torch.OutOfMemoryError, match="one path point"):
         pa.Explainer(_OOMAbove(model, 0), method, n_steps=4).attribute(x, target=1)
+
+
+@pytest.mark.parametrize("method, settings", [("ig", {}), ("idg", {"schedule": "uniform"}), ("idg", {}),
+                                              ("left_ig", {})])
+def test_details_never_alias_the_schedulers_caches(method, settings, seed):
+    """Writing into a result's alphas, weights or probe grid changes no later call
+    (they were the scheduler's cached tensors: every later IG call returned zeros)."""
+    torch.manual_seed(seed)
+    model = MLP().double()
+    x = torch.randn(2, 12, dtype=torch.float64)
+    ex = pa.Explainer(model, method, n_steps=8, **settings)
+    first = ex.attribute(x, target=1, return_details=True)
+    for name in ("alphas", "weights", "probe_alphas"):
+        t = getattr(first, name, None)
+        if t is not None:
+            t.zero_()
+    again = pa.Explainer(model, method, n_steps=8, **settings).attribute(x, target=1, return_details=True)
+    fresh = pa.Explainer(model, method, n_steps=8, **settings).attribute(x, target=1)
+    assert torch.count_nonzero(again.weights) > 0
+    assert_close(again.attributions, first.attributions, rtol=1e-12, atol=1e-14, what="after writing into details")
+    assert_close(fresh, first.attributions, rtol=1e-12, atol=1e-14, what="plain call after writing into details")
+
+
+def test_first_call_imports_nothing_heavy():
+    """The first IG/IDG call of a process imported sympy (autograd checks a grad_outputs
+    tensor with torch.fx's symbolic shapes): ~400 ms once. The backward is seeded
+    without grad_outputs now, so neither it nor torch.fx's shape module is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, pathattr as pa\n"
+            "from pathattr.data.digits import load_digits_data, load_digits_model\n"
+            "m = load_digits_model(); x = load_digits_data('test')[0][:2].clone()\n"
+            "pa.integrated_gradients(m, x, target=1); pa.integrated_decision_gradients(m, x, target=[1, 2])\n"
+            "pa.integrated_gradients(m, x, target=1, internal_batch_size=16)\n"
+            "print(sorted(k for k in ('sympy', 'torch.fx.experimental.symbolic_shapes') if k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+class _NaNWhereFirstFeatureIsLarge(torch.nn.Module):
+    """Logits of a linear map, NaN for any point whose first feature exceeds 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3).double()
+
+    def forward(self, x):
+        return self.lin(x) * torch.where(x[:, :1] > 1, float("nan"), 1.0)
+
+
+def test_nan_errors_name_the_users_inputs_not_internal_pair_rows(seed):
+    """Expected Gradients runs B inputs x J references as B*J pair rows: a NaN on input 2's
+    paths said "inputs [8, 9, 10, 11]" for a batch of 3; it names input 2."""
+    torch.manual_seed(seed)
+    x = torch.rand(3, 6, dtype=torch.float64)
+    x[2, 0] = 1000.0  # every path of input 2 (but no reference) has a first feature > 1
+    refs = torch.rand(10, 6, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match=r"for inputs \[2\]"):
+        pa.expected_gradients(_NaNWhereFirstFeatureIsLarge(), x, refs, target=1, n_references=4)
+    with pytest.raises(FloatingPointError, match=r"for inputs \[2\]"):
+        pa.Explainer(_NaNWhereFirstFeatureIsLarge(), "ig", n_steps=8).attribute(x, target=1)
+
+
+def test_shape_errors_speak_of_the_users_batch():
+    """A (rows, 2, 3) output said "for a batch of 100" for 4 inputs (the path rows)."""
+
+    class Cube(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :6].reshape(-1, 2, 3)
+
+    x = torch.rand(4, 6)
+    for fn in (pa.integrated_gradients, pa.integrated_decision_gradients):
+        with pytest.raises(ValueError, match=r"for your batch of 4 inputs") as err:
+            fn(Cube(), x, target=0, n_steps=25)
+        assert "batch of 100" not in str(err.value) and "expected (batch, classes)" in str(err.value)
+    with pytest.raises(ValueError, match=r"for your batch of 4 inputs"):
+        pa.integrated_gradients(Cube(), x, target=0, n_steps=25, internal_batch_size=7)  # the chunk loop

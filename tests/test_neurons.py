@@ -141,6 +141,64 @@ def test_prune_and_measure(seed):
     assert control["drop_outside"] > 0.99 and control["drop_inside"] < res["drop_inside"]
 
 
+def test_prune_and_measure_when_ig_makes_several_model_calls(seed):
+    """IG over several chunks (6 inputs x 200 steps > one chunk) and target=None (one more
+    forward): the layer is counted per forward pass, not per `with` block (this raised
+    "layer is called more than once per forward pass"). The pruned IG equals IG of the
+    model with those neurons removed by hand."""
+    model = _TwoRegions().double().eval()
+    x = torch.randn(6, 8, dtype=torch.float64)
+    mask = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    res = pa.prune_and_measure(model, model.act, x, mask, n_prune=4, n_steps=200)
+    assert sorted(res["pruned"].tolist()) == [0, 1, 2, 3]
+    cut = _TwoRegions().double().eval()
+    cut.load_state_dict(model.state_dict())
+    with torch.no_grad():  # tanh(0) = 0: neurons 0-3 silenced
+        cut.hidden.weight[:4] = 0
+        cut.hidden.bias[:4] = 0
+    target = model(x).argmax(1)
+    ig = pa.integrated_gradients(cut, x, target=target, n_steps=200)
+    m = mask.double()
+    assert_close(res["inside_after"], (ig * m).sum(1), rtol=1e-9, atol=1e-12, what="pruned IG inside")
+    assert_close(res["outside_after"], (ig * (1 - m)).sum(1), rtol=1e-9, atol=1e-12, what="pruned IG outside")
+
+
+class _OOMUnderForwardAD(nn.Module):
+    """A small device: out of memory for dual-tensor chunks over `limit` rows; or any
+    other RuntimeError of the model under forward AD."""
+
+    def __init__(self, limit=None, other=False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+        self.limit, self.other = limit, other
+
+    def forward(self, x):
+        import torch.autograd.forward_ad as fwAD
+
+        if fwAD.unpack_dual(x).tangent is not None:
+            if self.other:
+                raise RuntimeError("the model's own error")
+            if x.shape[0] > self.limit:
+                raise torch.OutOfMemoryError(f"fake: {x.shape[0]} rows")
+        return self.net(x)
+
+
+def test_jvp_fallback_only_for_a_missing_forward_ad_formula(seed):
+    """Out of memory under forward AD backs off to smaller chunks and stays on forward AD
+    (it fell back to double backward on any RuntimeError); another error propagates."""
+    x = torch.randn(3, 5, dtype=torch.float64)
+    model = _OOMUnderForwardAD(limit=10)
+    want = pa.neuron_conductance(model, model.net[1], x, target=1, n_steps=8, jvp="double_backward")
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        got, mode = pa.neuron_region_attribution(model, model.net[1], x, torch.ones(5), target=1, n_steps=8,
+                                                 return_mode=True)
+    assert mode == "forward_ad"
+    assert_close(got, want, rtol=1e-10, atol=1e-12, what="after the back-off")
+    bad = _OOMUnderForwardAD(other=True)
+    with pytest.raises(RuntimeError, match="the model's own error"):
+        pa.neuron_region_attribution(bad, bad.net[1], x, torch.ones(5), target=1, n_steps=8)
+
+
 def test_bad_inputs():
     model = MLP(d_in=6, hidden=7, classes=3).double().eval()
     x = torch.randn(2, 6, dtype=torch.float64)

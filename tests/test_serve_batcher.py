@@ -47,7 +47,9 @@ def test_requests_are_merged_and_routed_back(seed):
     futs = [b.submit(x, t) for x, t in zip(xs, tg)]  # queued before the worker starts
     b.start()
     res = [f.result(10) for f in futs]
-    assert ex.sizes == [8, 1]  # 1+3+2+2 fill max_batch; the last one goes alone
+    # 1+3+2+2 fill max_batch (one merged batch: its 3 rows without a target in one plain
+    # call, its 5 with one in another); the last request goes alone
+    assert ex.sizes == [3, 5, 1]
     for x, t, (attr, tout) in zip(xs, tg, res):
         top = ex.model(x).argmax(1)
         want_t = torch.tensor([top[i] if v is None else v for i, v in enumerate(t)])
@@ -112,16 +114,15 @@ def test_batcher_with_a_real_explainer_equals_direct_calls(seed):
     b.close()
 
 
-def test_batcher_takes_the_latency_path_and_leaves_callable_outputs_to_the_library(seed, monkeypatch):
-    """Named output: targets (given or argmax) are resolved by the batcher and the plain
-    call runs on the latency path. An output callable with no targets: the library decides."""
-    from pathattr.engine import quick
-
-    ran = []
-    real = quick._gradients
-    monkeypatch.setattr(quick, "_gradients", lambda *a, **k: (ran.append(1), real(*a, **k))[1])
+def test_batcher_makes_the_plain_library_call_and_never_runs_the_model_itself(seed, monkeypatch):
+    """Given targets go to the library as they are; rows without one are left to the
+    library (target=None, its argmax reported back). The batcher calls no model."""
     model = MLP(d_in=5, classes=4).double().eval()
-    b = DynamicBatcher(pa.Explainer(model, "ig", n_steps=8), max_batch=4, max_wait_ms=1).start()
+    ex = pa.Explainer(model, "ig", n_steps=8)
+    seen = []
+    real = ex.attribute
+    monkeypatch.setattr(ex, "attribute", lambda x, target=None, **kw: (seen.append((target, kw)), real(x, target=target, **kw))[1])
+    b = DynamicBatcher(ex, max_batch=4, max_wait_ms=1).start()
     x = torch.randn(1, 5, dtype=torch.float64)
     for t in ([2], [None]):
         attr, tout = b.submit(x, t).result(30)
@@ -129,7 +130,8 @@ def test_batcher_takes_the_latency_path_and_leaves_callable_outputs_to_the_libra
         assert torch.equal(tout, want_t)
         assert torch.equal(attr, pa.Explainer(model, "ig", n_steps=8).attribute(x, target=want_t,
                                                                               return_details=True).attributions)
-    assert len(ran) == 2
+    assert [None if t is None else t.tolist() for t, _ in seen] == [[2], None]
+    assert seen[1][1] == {"return_details": True}
     b.close()
 
     def margin(out, target):  # needs no class: top logit minus the mean
@@ -138,7 +140,6 @@ def test_batcher_takes_the_latency_path_and_leaves_callable_outputs_to_the_libra
     b = DynamicBatcher(pa.Explainer(model, "ig", n_steps=8, output=margin), max_batch=4, max_wait_ms=1).start()
     attr, tout = b.submit(x, [None]).result(30)
     assert torch.equal(attr, pa.Explainer(model, "ig", n_steps=8, output=margin).attribute(x))
-    assert len(ran) == 2
     b.close()
 
 

@@ -14,6 +14,16 @@ from pathattr.engine.checks import model_device_ref
 from pathattr.reference import idg as ref_idg
 from pathattr.reference import ig as ref_ig
 from testmodels import MLP, BNCNN, randomize_bn
+from pathattr.engine.core import PathEngine
+
+
+@pytest.fixture
+def one_chunk(monkeypatch):
+    """Counts the one-chunk gradient passes (so a test knows which branch ran)."""
+    calls = []
+    real = PathEngine._integrate_one_chunk
+    monkeypatch.setattr(PathEngine, "_integrate_one_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
 
 
 def _loop_engine(explainer):
@@ -100,15 +110,17 @@ def test_nan_gradient_is_caught_on_the_single_chunk_path():
 
 def test_explainer_reuses_buffers_and_default_baseline(seed):
     model = MLP(d_in=12, classes=5).eval()
-    ex = pa.Explainer(model, "ig", n_steps=8)
+    ex = pa.Explainer(model, "ig", n_steps=8, internal_batch_size=4)  # the chunk loop: its buffer is reused
     x = torch.randn(2, 12)
-    first, _ = ex.attribute(x, target=1, return_convergence_delta=True)  # a delta: the general path
+    first, _ = ex.attribute(x, target=1, return_convergence_delta=True)
     buf, zeros = ex.engine._buffer, ex.engine._zeros[1]
+    assert buf is not None and buf.shape == (4, 12)
     second, _ = ex.attribute(x * 2, target=1, return_convergence_delta=True)
     assert ex.engine._buffer is buf and ex.engine._zeros[1] is zeros
     assert not torch.equal(first, second) and torch.count_nonzero(zeros) == 0
-    third = ex.attribute(x * 3, target=1)  # the latency path (quick.py): same numbers, no engine state
+    third = ex.attribute(x * 3, target=1)  # no delta: the same chunk loop, the same numbers
     assert torch.equal(third, ex.attribute(x * 3, target=1, return_convergence_delta=True)[0])
+    assert ex.engine._buffer is buf
     z = ex.engine._zeros_like_input(torch.randn(2, 3, 4, dtype=torch.float64))  # another shape: new zeros
     assert z.shape == (1, 3, 4) and z.dtype == torch.float64 and torch.count_nonzero(z) == 0
 
@@ -156,3 +168,75 @@ def test_uniform_schedule_is_shared_and_its_device_copies_are_cached():
     assert_close(w1.double(), s1.weights, rtol=1e-7, atol=1e-8, what="converted weights")
     p = pa.engine.schedule.probe_grid(4, 2, torch.device("cpu"), torch.float64)
     assert torch.equal(p, torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]] * 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["ig", "idg"])
+def test_non_contiguous_and_channels_last_inputs(method, one_chunk, seed):
+    model = randomize_bn(BNCNN(classes=4)).double()
+    base = torch.randn(3, 9, 7, 3, dtype=torch.float64)
+    layouts = {"permuted": base.permute(0, 3, 1, 2),  # (3, 3, 9, 7), not contiguous
+               "channels_last": base.permute(0, 3, 1, 2).contiguous().to(memory_format=torch.channels_last)}
+    fn = pa.integrated_gradients if method == "ig" else pa.integrated_decision_gradients
+    for name, x in layouts.items():
+        n = len(one_chunk)
+        got = fn(model, x, target=torch.tensor([0, 3, 1]), n_steps=10)
+        assert len(one_chunk) == n + 1, name
+        want = _loop_engine(pa.Explainer(model, method, n_steps=10)).attribute(x.contiguous(), target=torch.tensor([0, 3, 1]))
+        assert got.shape == x.shape
+        assert_close(got, want, rtol=1e-10, atol=1e-12, what=name)
+
+
+def test_errors_on_the_one_chunk_branch_read_as_on_the_chunk_loop(one_chunk):
+    model = MLP(d_in=12, classes=5).eval()
+    x = torch.randn(2, 12)
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 5\) for a model with 5 outputs; got 5"):
+        pa.integrated_gradients(model, x, target=torch.tensor([1, 5]), n_steps=4)
+
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(1)
+
+    with pytest.raises(ValueError, match="expected \\(batch, classes\\)"):
+        pa.integrated_gradients(Flat(), x, target=0, n_steps=4)
+
+    class Blows(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x.sum(1), 1 / (x.sum(1) - x.sum(1))], 1)  # F = inf at every point
+
+    with pytest.raises(FloatingPointError, match="NaN or Inf: F along the path"):
+        pa.integrated_decision_gradients(Blows(), x, target=1, n_steps=8)
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.ones(x.shape[0], 3)  # F does not depend on x: attributions are 0
+
+    assert torch.equal(pa.integrated_gradients(Constant(), x, target=1, n_steps=4), torch.zeros_like(x))
+    assert one_chunk  # the branch under test ran
+
+
+def test_grad_mode_and_inputs_needing_grad_change_nothing(seed):
+    model = MLP(d_in=12, classes=5).eval()
+    x = torch.randn(2, 12)
+    want = pa.integrated_gradients(model, x, target=1, n_steps=8)
+    with torch.inference_mode():
+        assert torch.equal(pa.integrated_gradients(model, x.clone(), target=1, n_steps=8), want)
+    with torch.no_grad():
+        assert torch.equal(pa.integrated_gradients(model, x, target=1, n_steps=8), want)
+    a = pa.integrated_gradients(model, x.clone().requires_grad_(), target=1, n_steps=8)
+    assert not a.requires_grad and torch.equal(a, want)
+
+
+def test_the_branch_is_chosen_per_call_from_the_engine_settings(one_chunk, seed):
+    """Chunk caps and autocast changed on a live engine are honoured on the next call."""
+    model = MLP(d_in=12, classes=5).eval()
+    x = torch.randn(2, 12)
+    ex = pa.Explainer(model, "ig", n_steps=8)
+    want = ex.attribute(x, target=1)
+    assert len(one_chunk) == 1
+    ex.engine.internal_batch_size = 8  # 16 rows no longer fit one chunk
+    assert_close(ex.attribute(x, target=1), want, rtol=1e-5, atol=1e-7, what="chunk loop")
+    assert len(one_chunk) == 1
+    ex.engine.internal_batch_size = None
+    ex.engine.autocast = torch.bfloat16
+    ex.attribute(x, target=1)
+    assert len(one_chunk) == 2 and ex.engine.runner.autocast is torch.bfloat16

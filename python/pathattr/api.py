@@ -1,31 +1,12 @@
-"""Captum-style functions: one call, one Explainer, no state kept between calls.
-
-Small plain IG and IDG calls on the CPU (default baseline, a given target, no delta or
-details) take the latency path of quick.py without building an Explainer."""
+"""Captum-style functions: one call, one Explainer, no state kept between calls."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
 import torch
 
-from .engine import quick
 from .explainer import Explainer
-from .methods import idg, ig
 from .engine.checks import check_positive_int
-from .engine.targets import OUTPUTS
-
-
-def _plain(baselines, additional_forward_args, want_delta, want_details, output, autocast, backend, accumulate_dtype,
-           internal_batch_size, probe_batch_size=None) -> bool:
-    """Every argument the latency path (quick.py) does not handle is at its default."""
-    return (baselines is None and additional_forward_args is None and want_delta is False and want_details is False
-            and autocast is None and accumulate_dtype is None and isinstance(backend, str)
-            and backend in ("auto", "torch") and isinstance(output, str) and output in OUTPUTS
-            and _size_ok(internal_batch_size) and _size_ok(probe_batch_size))
-
-
-def _size_ok(rows) -> bool:
-    return rows is None or (type(rows) is int and rows >= 1)
 
 
 def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None,
@@ -50,12 +31,6 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
     Cost: n_steps forward+backward passes per input (+1 forward of x and x' when
     target is None or a delta is asked for). See `Explainer.attribute` for arguments.
     """
-    if _plain(baselines, additional_forward_args, return_convergence_delta, return_details, output, autocast, backend,
-              accumulate_dtype, internal_batch_size):
-        attr = quick.integrated_gradients(model, inputs, target, ig.settings(n_steps, method), output,
-                                          internal_batch_size)
-        if attr is not None:
-            return attr
     ex = Explainer(model, "ig", n_steps=n_steps, rule=method, output=output, internal_batch_size=internal_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
@@ -83,13 +58,6 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
     growth, placement, floor: adaptive-scheduler knobs (SPEC §2.1).
     Cost: M forward+backward passes per input, plus N + 1 forward-only for adaptive.
     """
-    if _plain(baselines, additional_forward_args, return_convergence_delta, return_details, output, autocast, backend,
-              accumulate_dtype, internal_batch_size, probe_batch_size):
-        cfg = idg.settings(n_steps, schedule, n_probe, method, importance, normalize, growth, placement, floor)
-        attr = quick.integrated_decision_gradients(model, inputs, target, cfg, output, internal_batch_size,
-                                                   probe_batch_size)
-        if attr is not None:
-            return attr
     ex = Explainer(model, "idg", n_steps=n_steps, schedule=schedule, n_probe=n_probe, rule=method,
                    importance=importance, normalize=normalize, growth=growth, placement=placement, floor=floor,
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from . import methods
-from .engine import packing, quick
+from .engine import packing
 from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine.core import PathEngine
 from .methods import distribution
@@ -86,8 +86,6 @@ class Explainer:
         self._lock = threading.Lock()
         self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
         self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
-        # IG and probe-scheduled IDG have a flat one-chunk CPU path for small calls (quick.py).
-        self._quick = {"ig": quick.integrated_gradients, "idg": quick.integrated_decision_gradients}.get(self.method)
 
     @property
     def method(self) -> str:
@@ -143,21 +141,17 @@ class Explainer:
             if rows is not None and limit is not None:
                 check_can_finish(limit, self._timer, rows)
             start = time.perf_counter()
-            attr = None
-            if (self._quick is not None and baselines is None and additional_forward_args is None
-                    and not (return_convergence_delta or return_details) and quick.engine_ready(self.engine)):
-                e = self.engine
-                attr = self._quick(e.model, inputs, target, self.settings, e.output, e.internal_batch_size,
-                                   e.probe_batch_size, oom_rows=e._oom_rows)
-            if attr is None:
+            if torch.is_inference_mode_enabled():  # gradients need autograd: leave inference mode for the call
+                with torch.inference_mode(False):
+                    res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                                    return_details)
+            else:
                 res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
                                 return_details)
             if rows is not None:
                 self._timer.record(rows, time.perf_counter() - start)
         finally:
             self._lock.release()
-        if attr is not None:
-            return attr
         if return_details:
             return res
         if return_convergence_delta:

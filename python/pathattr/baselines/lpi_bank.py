@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..engine.checks import all_finite, check_positive_int, check_seed, check_steps, first_tensor
+from ..engine.runner import ModelRunner
 from .sets import check_reference_set, gather_references
 
 FORMAT = "pathattr.lpi.ReferenceBank/1"
@@ -178,29 +179,34 @@ class ReferenceBank:
 
 
 def _logits(model, dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Model outputs (n, K) float64 on the CPU, in batches, and one sample (for shape/dtype)."""
+    """Model outputs (n, K) float64 on the CPU, forward only through the engine's model
+    runner in chunks of `batch_size`, and one sample (for shape/dtype)."""
     ref = first_tensor(model)
     device = ref.device if ref is not None else None
-    outs, sample = [], None
-    with torch.no_grad():
-        for s in range(0, n, batch_size):
-            idx = torch.arange(s, min(n, s + batch_size))
-            like = dataset[:1] if isinstance(dataset, torch.Tensor) else None
-            if like is None:
-                item = dataset[0]
-                like = (item[0] if isinstance(item, (tuple, list)) else item).unsqueeze(0)
-            chunk = gather_references(dataset, idx, like, "dataset")
-            if sample is None:
-                sample = chunk[:1]
-            out = model(chunk if device is None else chunk.to(device))
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(idx):
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"model must map a batch of the dataset to logits (batch, classes); got {shape}")
-            outs.append(out.detach().to("cpu", torch.float64))
-    logits = torch.cat(outs)
+    like = dataset[:1] if isinstance(dataset, torch.Tensor) else None
+    if like is None and n:
+        item = dataset[0]
+        like = (item[0] if isinstance(item, (tuple, list)) else item).unsqueeze(0)
+    kept = {}
+
+    def make(s, k):
+        chunk = gather_references(dataset, torch.arange(s, s + k), like, "dataset")
+        kept.setdefault("sample", chunk[:1])
+        return (chunk if device is None else chunk.to(device)), ()
+
+    def check(out, s, k):
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != k:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model must map a batch of the dataset to logits (batch, classes); got {shape} "
+                             f"for {k} items")
+        return out.detach().to("cpu", torch.float64)
+
+    logits = ModelRunner(model, probe_batch_size=batch_size).outputs(n, 1, "cpu", make, check)
+    if logits is None:
+        logits = torch.zeros(0, 0, dtype=torch.float64)
     if not torch.isfinite(logits).all():
         raise FloatingPointError("the model's logits on the dataset contain NaN or Inf")
-    return logits, sample
+    return logits, kept.get("sample")
 
 
 def build_reference_bank(model, dataset, n_neighbourhoods: int, n_references: int, seed: int = 0,

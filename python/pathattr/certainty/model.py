@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..engine.checks import check_choice, check_inputs, check_positive_int
+from ..engine.runner import ModelRunner
 
 CERTAINTY_KINDS = ("binary", "continuous", "mixed")
 BACKGROUNDS = ("adversarial", "noise", "mixed")
@@ -244,8 +245,10 @@ def train_certainty_model(model: CertaintyModel, values: torch.Tensor, labels: t
 
 # ------------------------------------------------------------------ checks
 def _outputs(model: CertaintyModel, values: torch.Tensor, certainty: float, output: str) -> torch.Tensor:
-    with torch.no_grad():
-        out = model.predict(values, certainty)
+    """model.predict(values, certainty), forward only through the engine's model runner."""
+    z = model.combine(values, certainty)
+    out = ModelRunner(model).outputs(z.shape[0], z[0].numel() if z.shape[0] else 1, z.device.type,
+                                     lambda s, n: (z[s:s + n], ()))
     if output == "softmax":
         return out.softmax(1)
     if output == "log_softmax":

@@ -23,7 +23,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .core import PathBatch, PathEngine, PathIntegral, check_integral_finite, check_values_finite
+from .core import PathBatch, PathEngine, PathIntegral
+from .fold import check_integral_finite, check_values_finite
 
 
 @dataclass
@@ -47,9 +48,8 @@ class GraphCache:
     """
 
     def __init__(self, engine: PathEngine, max_graphs: int = 4, warmup_iters: int = 2):
-        self._engine = copy.copy(engine)
+        self._engine = copy.copy(engine)  # its own runner state and buffers (PathEngine.__copy__)
         self._engine.graphs = None
-        self._engine._buffer = None
         self.max_graphs = max_graphs
         self.warmup_iters = warmup_iters
         self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
@@ -80,7 +80,7 @@ class GraphCache:
         entry.graph.replay()
         self.replays += 1
         values = entry.outputs[0].clone()
-        check_values_finite(values, "F along the path")
+        check_values_finite(values, "F along the path", batch)
         return values
 
     def integrate(self, batch: PathBatch, alphas: torch.Tensor, weights: torch.Tensor, importance: str) -> PathIntegral:
@@ -97,7 +97,7 @@ class GraphCache:
         entry.graph.replay()
         self.replays += 1
         acc, values, scales = (None if t is None else t.clone() for t in entry.outputs)
-        check_integral_finite(acc)
+        check_integral_finite(acc, batch)
         return PathIntegral(acc, values, scales)
 
     def forward(self, batch: PathBatch, points: torch.Tensor) -> torch.Tensor:
@@ -138,8 +138,7 @@ class GraphCache:
         return entry
 
     def _capture(self, batch: PathBatch, alphas, weights, run: Callable) -> _Entry:
-        eng = copy.copy(self._engine)  # private buffers for this graph
-        eng._buffer = None
+        eng = copy.copy(self._engine)  # private buffers and runner state for this graph
         dev = batch.x.device
         a_dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
         static = PathBatch(batch.x.clone(), batch.baseline.clone(),
@@ -151,7 +150,7 @@ class GraphCache:
         run(eng, static, s_alphas, s_weights)
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
-        eng._capturing = True
+        eng.runner.capturing = True
         # Warm-up with host synchronisation made an error: a model that syncs (.item(),
         # data-dependent shapes) fails here, before the capture, whose failure would leave
         # CUDA and the RNG in capture state.
@@ -173,7 +172,7 @@ class GraphCache:
             with torch.cuda.graph(graph):
                 outputs = run(eng, static, s_alphas, s_weights)
         finally:
-            eng._capturing = False
+            eng.runner.capturing = False
         self.captures += 1
         return _Entry(graph, static, s_alphas, s_weights, tuple(outputs), eng)
 

@@ -11,10 +11,12 @@ names `layer`, not a silent wrong answer.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ..engine.runner import ModelRunner
 
 
 def check_layer(model: Any, layer: Any, name: str = "layer") -> nn.Module:
@@ -41,11 +43,14 @@ def _one_tensor(value: Any, to_input: bool) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_input: bool = False):
+def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_input: bool = False,
+              model: Optional[nn.Module] = None):
     """Within the block, `layer`'s output (or its single input) h is replaced by fn(h).
 
     fn may return h itself (to read it). A second call of the layer in one forward is
-    an error: the path would then be ambiguous.
+    an error: the path would then be ambiguous. The count is per forward pass of
+    `model` (a block around a whole attribution makes many): given, a forward pre-hook
+    on it starts each pass at zero; without it the block must hold one forward.
     """
     calls: List[int] = [0]
 
@@ -68,26 +73,46 @@ def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_i
         def hook(module, args, out):
             return swap(_one_tensor(out, False))
         handle = layer.register_forward_hook(hook)
+    reset = None
+    if isinstance(model, nn.Module):
+        def restart(module, args):
+            calls[0] = 0
+        reset = model.register_forward_pre_hook(restart)
     try:
         yield calls
     finally:
         handle.remove()
+        if reset is not None:
+            reset.remove()
 
 
 def activations(model: Callable, layer: nn.Module, inputs: torch.Tensor, args: Tuple[Any, ...] = (),
-                to_input: bool = False) -> torch.Tensor:
-    """The layer's output (or input) for `inputs`, detached, from one forward without grad."""
+                to_input: bool = False, runner: Optional[ModelRunner] = None) -> torch.Tensor:
+    """The layer's output (or input) for `inputs`, detached, forward only through the
+    model runner (`runner`, or a plain one for `model`), in its chunks."""
+    runner = runner if runner is not None else ModelRunner(model)
+    B = inputs.shape[0]
     seen: List[torch.Tensor] = []
 
     def keep(h):
         seen.append(h.detach())
         return h
 
-    with torch.no_grad(), intercept(layer, keep, to_input) as calls:
-        model(inputs, *args)
-    if calls[0] == 0:
-        raise ValueError("layer was not called in model's forward pass: its activations do not exist")
-    return seen[0]
+    def make(s, n):
+        calls[0] = 0  # counted per forward (the model may be a plain function: no pre-hook)
+        if not B:
+            return inputs, args
+        rows = tuple(a[s:s + n] if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == B else a for a in args)
+        return inputs[s:s + n], rows
+
+    def check(out, s, n):
+        if calls[0] == 0:
+            raise ValueError("layer was not called in model's forward pass: its activations do not exist")
+        return seen.pop()
+
+    with intercept(layer, keep, to_input) as calls:
+        # an empty batch: one forward of it still gives the layer's shape
+        return runner.outputs(B if B else 1, inputs[0].numel() if B else 1, inputs.device.type, make, check)
 
 
 class LayerReplaced(nn.Module):

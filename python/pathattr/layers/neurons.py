@@ -7,10 +7,10 @@ the input splits over the neurons k of h:
 
 Per path point: one forward-mode JVP of h along v_S (the part of the model up to
 the layer) and one backward from F to h (the part after it), for all neurons at
-once. Rows are (example, step) pairs in chunks, as in the engine; the engine's
-validation, schedule, targets and interpolation are reused, but the fold differs
-(a product in activation space, not a gradient in input space), so this is its own
-short loop.
+once. Rows are (example, step) pairs in the model runner's chunks (its OOM back-off and
+autocast apply); the engine's validation, schedule, targets and points are reused,
+only the per-chunk work and the fold differ (a product in activation space, not a
+gradient in input space).
 
 Two ways to get J_h v (`jvp=`):
   "forward_ad": torch.autograd.forward_ad dual tensors through the layers before
@@ -18,7 +18,7 @@ Two ways to get J_h v (`jvp=`):
   "double_backward": J v = d/du [(J^T u) . v] at u = 0: two extra backward passes
       through the layers before `layer`; works wherever double backward does.
   "auto" (default): forward_ad, falling back to double_backward if the model's ops
-      have no forward-AD formula.
+      have no forward-AD formula (that error only: out-of-memory and other errors propagate).
 `Sum_k A_k(S) = Sum_{i in S} IG_i` holds when the layer is a cut of the graph (every
 path from the input to F goes through it); with skip connections around the layer,
 A measures only the part that flows through it.
@@ -36,8 +36,9 @@ from ..engine import schedule as schedules
 from ..engine.checks import broadcasts_to, check_bool, check_choice, check_finite, check_positive_int
 from ..methods import ig
 from ..engine.core import PathEngine
+from ..engine.runner import ModelRunner
 from .hooks import check_layer, intercept
-from ..engine.targets import check_model_output, check_target_range, select_output
+from ..engine.targets import check_target_range, logits_of, select_output
 
 JVP_MODES = ("auto", "forward_ad", "double_backward")
 
@@ -59,7 +60,7 @@ def _check_region(region_mask: Any, x: torch.Tensor) -> torch.Tensor:
     return m.expand_as(x)
 
 
-def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
+def _chunk_forward_ad(runner, layer, points, tangents, args, to_input):
     """(h, J_h v, dF/dh-ready leaf, model output) for one chunk via dual tensors."""
     kept = {}
 
@@ -72,7 +73,7 @@ def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
     with fwAD.dual_level():
         dual = fwAD.make_dual(points, tangents)
         with torch.enable_grad(), intercept(layer, swap, to_input) as calls:
-            out = model(dual, *args)
+            out = runner.call(dual, args)
         if isinstance(out, torch.Tensor):  # a tuple/dict output: its tangents go with the level
             out = fwAD.unpack_dual(out).primal
     if calls[0] == 0:
@@ -81,7 +82,7 @@ def _chunk_forward_ad(model, layer, points, tangents, args, to_input):
     return kept["h"], (torch.zeros_like(kept["h"]) if jv is None else jv.detach()), out
 
 
-def _chunk_double_backward(model, layer, points, tangents, args, to_input):
+def _chunk_double_backward(runner, layer, points, tangents, args, to_input):
     """The same via the double-backward trick: J v = d/du [(J^T u) . v]."""
     kept = {}
     p = points.detach().requires_grad_(True)
@@ -93,7 +94,7 @@ def _chunk_double_backward(model, layer, points, tangents, args, to_input):
 
     with torch.enable_grad():
         with intercept(layer, swap, to_input) as calls:
-            out = model(p, *args)
+            out = runner.call(p, args)
         if calls[0] == 0:
             raise ValueError("layer was not called in model's forward pass")
         h = kept["graph"]
@@ -116,13 +117,25 @@ def _layer_and_output(model, layer, x):
         return h
 
     with torch.no_grad(), intercept(layer, keep) as calls:
-        out = model(x)
+        out = ModelRunner(model).call(x)
     if calls[0] == 0:
         raise ValueError("layer was not called in model's forward pass: its activations do not exist")
     return seen[0], out
 
 
 _CHUNK = {"forward_ad": _chunk_forward_ad, "double_backward": _chunk_double_backward}
+
+
+def no_forward_ad_formula(err: BaseException) -> bool:
+    """The error torch raises for an op without a forward-AD formula (and only that:
+    never out-of-memory, never an error of the model or of `layer`)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return False
+    text = str(err).lower()
+    if isinstance(err, NotImplementedError):
+        return True
+    return isinstance(err, RuntimeError) and ("forward ad" in text or "forward-mode ad" in text
+                                              or "forward mode ad" in text) and "layer" not in text
 
 
 def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None, target=None,
@@ -165,35 +178,41 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
     alphas = engine._alphas_on_device(batch, sched.alphas)
     w = sched.weights.to(device=batch.x.device, dtype=batch.acc_dtype).reshape(-1)
     v = (mask.to(batch.acc_dtype) * batch.diff()).to(batch.x.dtype)  # v_S per input
-    result = None
-    mode = "forward_ad" if jvp == "auto" else jvp
-    step = engine.rows_per_chunk(batch)
+    state = {"mode": "forward_ad" if jvp == "auto" else jvp, "result": None}
     which = engine._backend(batch)
-    for s in range(0, B * S, step):
-        rows = min(step, B * S - s)
-        points = engine._points(batch, alphas, s, rows, min(step, B * S), which).clone()
+    runner = engine.runner
+
+    def step(s, rows):
+        # the engine's points (a copy: the dual tensor must not alias the reused buffer)
+        points = engine.points.rows(batch, alphas, s, rows, which).clone()
         examples = batch.row_examples(s, rows, S)
         tangents = v.index_select(0, examples)
         args = batch.args_for(examples) if batch.args else ()
         try:
-            h, jv, out = _CHUNK[mode](model, layer, points, tangents, args, attribute_to_layer_input)
+            h, jv, out = _CHUNK[state["mode"]](runner, layer, points, tangents, args, attribute_to_layer_input)
         except (NotImplementedError, RuntimeError) as err:
-            if jvp != "auto" or mode != "forward_ad" or "layer" in str(err):
+            if jvp != "auto" or state["mode"] != "forward_ad" or not no_forward_ad_formula(err):
                 raise
-            mode = "double_backward"  # an op without a forward-AD formula: the robust path
-            h, jv, out = _CHUNK[mode](model, layer, points, tangents, args, attribute_to_layer_input)
-        out = check_model_output(out, rows, engine.output)
+            state["mode"] = "double_backward"  # an op without a forward-AD formula: the robust path
+            h, jv, out = _CHUNK["double_backward"](runner, layer, points, tangents, args, attribute_to_layer_input)
+        out = engine.check_output(out, rows, batch)
         if s == 0:
             check_target_range(batch.target, out, engine.output)
         f = select_output(out, batch.row_targets(s, rows, S), engine.output)
-        g = torch.autograd.grad(f.sum(), h, allow_unused=True)[0] if f.requires_grad else None
-        if result is None:
-            result = torch.zeros((B,) + tuple(h.shape[1:]), dtype=batch.acc_dtype, device=batch.x.device)
+        return h.shape, jv, runner.backward(f, h), examples
+
+    def fold(s, rows, r):
+        shape, jv, g, examples = r
+        if state["result"] is None:
+            state["result"] = torch.zeros((B,) + tuple(shape[1:]), dtype=batch.acc_dtype, device=batch.x.device)
         if g is None:
-            continue
+            return
         contrib = (g.to(batch.acc_dtype) * jv.to(batch.acc_dtype)).reshape(rows, -1)
         contrib = contrib * w[s:s + rows].unsqueeze(1)
-        result.view(B, -1).index_add_(0, examples, contrib)
+        state["result"].view(B, -1).index_add_(0, examples, contrib)
+
+    runner.chunks(B * S, batch.features, batch.x.device.type, step, fold)
+    result, mode = state["result"], state["mode"]
     if result is None:  # empty batch: one forward for the layer's shape
         result = torch.zeros(0, dtype=batch.acc_dtype, device=batch.x.device)
     if not bool(torch.isfinite(result).all()):
@@ -253,8 +272,11 @@ def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines
         check_finite(scores.reshape(1, -1), "scores")
     # One forward: the layer's shape (for n_prune and scores) and, for target=None, the target.
     h, out = _layer_and_output(model, layer, batch.x)
-    if target is None:
-        target = out.argmax(1)
+    if target is None:  # the unpruned model's argmax (named outputs' logits rule)
+        target = logits_of(out).argmax(1) if isinstance(logits_of(out), torch.Tensor) else None
+        if target is None:
+            raise ValueError("target: give the targets; the model's output has no (batch, classes) logits to take "
+                             "the argmax of")
     neurons, B = h[0].numel() if h.shape[0] else math.prod(h.shape[1:]), inputs.shape[0]
     if n_prune > neurons:
         raise ValueError(f"n_prune must be <= the layer's {neurons} neurons, got {n_prune}")
@@ -282,7 +304,7 @@ def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines
 
     kw = dict(baselines=baselines, target=target, n_steps=n_steps, method=method, output=output)
     in_b, out_b = regions(integrated_gradients(model, inputs, **kw))
-    with intercept(layer, zero_top):
+    with intercept(layer, zero_top, model=model):  # counted per forward: IG makes several
         in_a, out_a = regions(integrated_gradients(model, inputs, **kw))
 
     def drop(before, after):

@@ -93,18 +93,10 @@ class _SoftmaxArgmax:
 
 
 def _class_count(engine: PathEngine, batch: PathBatch) -> int:
-    """C, and target=None resolved to the argmax of model(x), in one forward-only pass."""
-    outs = []
-    step = engine.rows_per_chunk(batch, forward_only=True)
+    """C, and target=None resolved to the argmax of model(x), in one forward-only pass
+    (of one input when the targets are given: only C is needed)."""
     rows = batch.size if batch.target is None else 1
-    with torch.no_grad():
-        for s in range(0, rows, step):
-            ex = torch.arange(s, min(rows, s + step), device=batch.x.device)
-            out = engine.model(batch.x[s:s + ex.numel()], *(batch.args_for(ex) if batch.args else ()))
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ValueError("AGI needs a model that returns class outputs of shape (batch, classes)")
-            outs.append(out)
-    out = torch.cat(outs)
+    out = engine.with_output("logit").forward_rows(batch, batch.x[:rows], what="inputs")
     if batch.target is None:
         batch.target = out.argmax(1)
     C = out.shape[1]
@@ -122,9 +114,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     B, K = batch.size, class_count(cfg["topk"], C)
     classes = pick_classes(batch.target, C, K, cfg["seed"]).to(batch.x.device)
     rec = _SoftmaxArgmax()
-    sm = PathEngine(engine.model, output=rec, internal_batch_size=engine.internal_batch_size,
-                    probe_batch_size=engine.probe_batch_size, autocast=engine.autocast, backend=engine.backend,
-                    accumulate_dtype=engine.accumulate_dtype)
+    sm = engine.with_output(rec)  # the same runner (one model, one OOM cap), another output
     dev = batch.x.device
     ex = torch.arange(B, device=dev).repeat_interleave(K)  # pair r is input r // K, class classes[r // K, r % K]
     adv = classes.reshape(-1)

@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from ..engine.checks import broadcasts_to, check_positive_int, check_seed, check_steps
+from ..engine.checks import all_finite, broadcasts_to, check_positive_int, check_seed, check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
-from ..engine.targets import check_model_output, check_target_range, select_output
+from ..engine.targets import check_target_range, select_output
 from .common import empty_result
 
 NAME = "bshap"
@@ -175,7 +175,8 @@ def _groups_of(groups: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
 
 def _values(engine: PathEngine, batch: PathBatch, members: Callable[[torch.Tensor], torch.Tensor],
             per_input: int) -> torch.Tensor:
-    """F at B * per_input points, forward only, in chunks; row r belongs to input r // per_input.
+    """F at B * per_input points, forward only, in the runner's chunks; row r belongs to
+    input r // per_input.
 
     members(rows) -> (n, D) bool says which elements of each row's point come from x
     (the rest from x')."""
@@ -183,20 +184,25 @@ def _values(engine: PathEngine, batch: PathBatch, members: Callable[[torch.Tenso
     b2 = batch.baseline.reshape(batch.baseline.shape[0], -1)
     total = batch.size * per_input
     out = torch.empty(total, dtype=batch.acc_dtype, device=batch.x.device)
-    step = engine.rows_per_chunk(batch, forward_only=True)
-    with torch.no_grad():
-        for s in range(0, total, step):
-            rows = torch.arange(s, min(total, s + step), device=batch.x.device)
-            ex = rows // per_input
-            base = b2.expand(len(rows), -1) if b2.shape[0] == 1 else b2[ex]
-            points = torch.where(members(rows), x2[ex], base).view((len(rows),) + tuple(batch.x.shape[1:]))
-            args = batch.args_for(ex) if batch.args else ()
-            with engine._context(points.device):
-                raw = check_model_output(engine.model(points, *args), len(rows), engine.output)
-            tgt = None if batch.target is None else batch.target[ex]
-            if s == 0:
-                check_target_range(tgt, raw, engine.output)
-            out[s:s + len(rows)] = select_output(raw, tgt, engine.output)
-    if not torch.isfinite(out).all():
-        raise FloatingPointError("the model's output is NaN or Inf at some BShap subset points")
+
+    def step(s, n):
+        rows = torch.arange(s, s + n, device=batch.x.device)
+        ex = rows // per_input
+        base = b2.expand(n, -1) if b2.shape[0] == 1 else b2[ex]
+        points = torch.where(members(rows), x2[ex], base).view((n,) + tuple(batch.x.shape[1:]))
+        raw = engine.check_output(engine.runner.call(points, batch.args_for(ex) if batch.args else ()), n, batch,
+                                  "subset points")
+        tgt = None if batch.target is None else batch.target[ex]
+        if s == 0:
+            check_target_range(tgt, raw, engine.output)
+        return select_output(raw, tgt, engine.output)
+
+    def keep(s, n, v):
+        out[s:s + n] = v
+
+    engine.runner.chunks(total, batch.features, batch.x.device.type, step, keep, forward_only=True)
+    if not all_finite(out):
+        bad = (~torch.isfinite(out)).nonzero().flatten() // per_input
+        raise FloatingPointError(f"the model's output is NaN or Inf at some BShap subset points, for inputs "
+                                 f"{batch.user_inputs(bad.tolist())[:5]}")
     return out

@@ -44,12 +44,15 @@ def finish(batch: PathBatch, name: str, cfg: Dict[str, Any], attr: torch.Tensor,
             w = sched.weights.to(device=integral.importance.device, dtype=integral.importance.dtype)
             total = (w * integral.importance).sum(1)
         delta = total - (f_x - f_b)
+    # A uniform rule's tensors are the scheduler's per-process cache: the result gets
+    # copies, so a caller writing into them cannot change later calls.
+    cached = sched.rule is not None
     return AttributionResult(
         attributions=attr.to(batch.x.dtype),
         target=batch.target,
         delta=delta,
-        alphas=sched.alphas,
-        weights=sched.weights,
+        alphas=sched.alphas.clone() if cached else sched.alphas,
+        weights=sched.weights.clone() if cached else sched.weights,
         path_values=integral.values,
         importance=integral.importance,
         counts=sched.counts,

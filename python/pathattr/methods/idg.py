@@ -24,6 +24,7 @@ import torch
 from ..engine import schedule as schedules
 from ..engine.profiling import stage
 from ..engine.checks import check_choice, check_positive_int, check_steps
+from ..engine.fold import check_values_finite
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
 from .common import RULE_ARG, empty_result, finish
@@ -69,14 +70,18 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         # ends (alpha = 0 is x' exactly; alpha = 1 is x up to one rounding, replaced
         # by the exact F(x) when target=None needed model(x) first anyway).
         f_x = engine.endpoints(batch, baselines=False)[0] if batch.target is None else None
-        curve = engine.path_values(batch, engine.probe_grid(batch, cfg["n_probe"]))
+        curve = engine.path_values(batch, engine.probe_grid(batch, cfg["n_probe"]), check_finite=False)
         if f_x is not None:
             curve[:, -1] = f_x
         need_ends = want_delta or want_details or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness"
         ends = (curve[:, -1], curve[:, 0]) if need_ends else None
         with stage("schedule", engine._ranges):
-            sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"],
-                                       floor=cfg["floor"])
+            try:
+                sched = schedules.adaptive(curve, cfg["n_steps"], growth=cfg["growth"], placement=cfg["placement"],
+                                           floor=cfg["floor"])
+            except ValueError:  # the scheduler refuses a non-finite curve: say where, as the engine does
+                check_values_finite(curve, "F along the path", batch)
+                raise
         if want_details:
             extra = {"probe_alphas": schedules.probe_alphas(cfg["n_probe"]), "probe_curve": curve}
     else:

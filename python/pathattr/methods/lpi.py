@@ -20,7 +20,8 @@ from ..engine.checks import check_steps
 from ..engine.core import PathBatch, PathEngine
 from ..baselines.lpi_bank import ReferenceBank
 from ..result import AttributionResult
-from ..engine.targets import check_model_output, check_target_range, select_output
+from ..engine.fold import check_values_finite
+from ..engine.targets import check_target_range, select_output
 from . import pairs
 from .common import empty_result
 
@@ -81,20 +82,10 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
 
 
 def _logits(engine: PathEngine, batch: PathBatch) -> torch.Tensor:
-    """The model's raw outputs (B, K) at the inputs, forward only in chunks (for the
-    neighbourhood, the target and F(x))."""
-    step = engine.rows_per_chunk(batch, forward_only=True)
-    outs = []
-    with torch.no_grad():
-        for s in range(0, batch.size, step):
-            ex = torch.arange(s, min(batch.size, s + step), device=batch.x.device)
-            args = batch.args_for(ex) if batch.args else ()
-            with engine._context(batch.x.device):
-                out = engine.model(batch.x[s:s + step], *args)
-            if callable(engine.output) and (not isinstance(out, torch.Tensor) or out.dim() != 2):
-                raise ValueError("LPI needs a model with logits (batch, classes) to find the neighbourhood")
-            outs.append(check_model_output(out, len(ex), engine.output))
-    out = torch.cat(outs)
-    if not torch.isfinite(out).all():
-        raise FloatingPointError("the model's output is NaN or Inf at the inputs")
+    """The model's raw outputs (B, K) at the inputs, forward only (for the neighbourhood,
+    the target and F(x))."""
+    out = engine.forward_rows(batch, batch.x, what="inputs")
+    if out.dim() != 2:
+        raise ValueError("LPI needs a model with logits (batch, classes) to find the neighbourhood")
+    check_values_finite(out, "its logits at the inputs", batch)
     return out

@@ -27,7 +27,8 @@ def expand(batch: PathBatch, refs: torch.Tensor) -> PathBatch:
     target = None if batch.target is None else batch.target.repeat_interleave(J)
     args = tuple(a.repeat_interleave(J, 0) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == B else a
                  for a in batch.args)
-    return PathBatch(x, base, target, args, batch.acc_dtype)
+    # origin: row b*J + j is the user's input b, so errors name their inputs, not pair rows
+    return batch.derived(x, base, target, args, torch.arange(B, device=batch.x.device).repeat_interleave(J))
 
 
 def combine(per_pair: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -39,7 +40,7 @@ def combine(per_pair: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def reference_values(engine: PathEngine, pairs: PathBatch) -> torch.Tensor:
     """F at every pair's reference (forward only): (B*J,) in the accumulator dtype."""
-    at_refs = PathBatch(pairs.baseline, pairs.baseline[:1], pairs.target, pairs.args, pairs.acc_dtype)
+    at_refs = pairs.derived(pairs.baseline, pairs.baseline[:1], pairs.target, pairs.args, None)
     return engine.endpoints(at_refs, baselines=False)[0]
 
 

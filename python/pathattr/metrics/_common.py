@@ -1,15 +1,17 @@
 """Pieces every faithfulness metric shares: argument checks, the per-pixel saliency,
 its ranking, and chunked no-grad forward passes that return class probabilities.
 
-Metrics perturb images, never differentiate, so every forward pass here runs under
-`torch.no_grad()` in chunks of `batch_size` rows, whatever device the model is on.
+Metrics perturb images, never differentiate, so every forward pass here runs forward
+only through the engine's model runner, in chunks of `batch_size` rows, whatever device
+the model is on.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
+from ..engine.runner import ModelRunner
 from ..engine.checks import check_finite, check_model_device, check_positive_int, first_tensor
 from ..engine.targets import parse_target
 
@@ -92,18 +94,19 @@ def check_call(model: Any, inputs: Any, target: Any) -> Tuple[torch.Tensor, Any]
     return x, parse_target(target, x.shape[0], x.device)
 
 
-def forward_probs(model: Callable, rows: Iterator[torch.Tensor]) -> torch.Tensor:
-    """Concatenated softmax probabilities (N, classes) in float64 over chunks of rows."""
-    outs = []
-    with torch.no_grad():
-        for chunk in rows:
-            out = model(chunk)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != chunk.shape[0]:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"model must return logits of shape (batch, classes); got {shape} "
-                                 f"for a batch of {chunk.shape[0]}")
-            outs.append(torch.softmax(out.detach().to(torch.float64), dim=1))
-    probs = torch.cat(outs)
+def forward_probs(model: Callable, total: int, make: Callable[[int, int], torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Softmax probabilities (total, classes) in float64 of the rows make(start, n) builds,
+    forward only through the engine's model runner (chunks of `batch_size` rows, halved
+    on out-of-memory; the model is never called from here directly)."""
+    runner = ModelRunner(model, probe_batch_size=batch_size)
+
+    def check(out, s, n):
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model must return logits of shape (batch, classes); got {shape} when given {n} images")
+        return torch.softmax(out.detach().to(torch.float64), dim=1)
+
+    probs = runner.outputs(total, 1, "cpu", lambda s, n: (make(s, n), ()), check)
     if not torch.isfinite(probs).all():
         raise ValueError("model returned NaN or Inf logits on a perturbed input")
     return probs
@@ -116,7 +119,7 @@ def resolve_target(model: Callable, images: torch.Tensor, target: Optional[torch
     target: parsed by `check_call` (before any forward); None is the class the model
     predicts on the original image.
     """
-    probs = forward_probs(model, (images[i:i + batch_size] for i in range(0, images.shape[0], batch_size)))
+    probs = forward_probs(model, images.shape[0], lambda s, n: images[s:s + n], batch_size)
     t = target
     if t is None:
         t = probs.argmax(1)

@@ -109,19 +109,17 @@ def diffid(model, inputs: torch.Tensor, attributions: torch.Tensor, target: Any 
     per_image = 2 * r_count  # rows: image-major, then game (0 = deletion, 1 = insertion), then fraction
     flat = x.reshape(b, c, hw)
 
-    def chunks():
-        total = b * per_image
-        for lo in range(0, total, batch_size):
-            rows = torch.arange(lo, min(lo + batch_size, total), device=x.device)
-            img, game, k = rows // per_image, (rows % per_image) // r_count, rows % r_count
-            rk, n = ranks[img], n_rem[k].unsqueeze(1)
-            gone = torch.where(game.unsqueeze(1) == 0, rk < n, rk >= hw - n)  # (rows, HW)
-            keep = (~gone).to(torch.float64).unsqueeze(1)
-            src = flat[img]
-            mean = (src.to(torch.float64) * keep).sum(-1, keepdim=True) / keep.sum(-1, keepdim=True)
-            yield torch.where(gone.unsqueeze(1), mean.to(x.dtype), src).view(-1, c, h, w)
+    def make(lo: int, n: int) -> torch.Tensor:
+        rows = torch.arange(lo, lo + n, device=x.device)
+        img, game, k = rows // per_image, (rows % per_image) // r_count, rows % r_count
+        rk, n_gone = ranks[img], n_rem[k].unsqueeze(1)
+        gone = torch.where(game.unsqueeze(1) == 0, rk < n_gone, rk >= hw - n_gone)  # (rows, HW)
+        keep = (~gone).to(torch.float64).unsqueeze(1)
+        src = flat[img]
+        mean = (src.to(torch.float64) * keep).sum(-1, keepdim=True) / keep.sum(-1, keepdim=True)
+        return torch.where(gone.unsqueeze(1), mean.to(x.dtype), src).view(-1, c, h, w)
 
-    p = forward_probs(model, chunks()).view(b, 2, r_count, -1)
+    p = forward_probs(model, b * per_image, make, batch_size).view(b, 2, r_count, -1)
     tgt = target.view(b, 1, 1, 1).expand(b, 2, r_count, 1)
     prob = p.gather(3, tgt)[..., 0]
     correct = (p.argmax(3) == target.view(b, 1, 1)).to(torch.float64)

@@ -117,17 +117,15 @@ def insertion_deletion(model, inputs: torch.Tensor, attributions: torch.Tensor, 
 
     def play(start: torch.Tensor, finish: torch.Tensor) -> torch.Tensor:
         # start/finish: (1 or B, C, H, W). Row r is image r // (n+1) after step r % (n+1).
-        def chunks():
-            total = b * rows_per_image
-            for lo in range(0, total, batch_size):
-                r = torch.arange(lo, min(lo + batch_size, total), device=x.device)
-                img, i = r // rows_per_image, r % rows_per_image
-                changed = (ranks[img] < counts[i].unsqueeze(1)).view(-1, 1, h, w)
-                s = start[img] if start.shape[0] == b else start.expand(r.numel(), -1, -1, -1)
-                f = finish[img] if finish.shape[0] == b else finish.expand(r.numel(), -1, -1, -1)
-                yield torch.where(changed, f, s)
+        def make(lo: int, n: int) -> torch.Tensor:
+            r = torch.arange(lo, lo + n, device=x.device)
+            img, i = r // rows_per_image, r % rows_per_image
+            changed = (ranks[img] < counts[i].unsqueeze(1)).view(-1, 1, h, w)
+            s = start[img] if start.shape[0] == b else start.expand(n, -1, -1, -1)
+            f = finish[img] if finish.shape[0] == b else finish.expand(n, -1, -1, -1)
+            return torch.where(changed, f, s)
 
-        p = forward_probs(model, chunks())
+        p = forward_probs(model, b * rows_per_image, make, batch_size)
         tgt = target.repeat_interleave(rows_per_image)
         return p.gather(1, tgt.view(-1, 1)).view(b, rows_per_image)
 

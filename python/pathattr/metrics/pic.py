@@ -236,12 +236,11 @@ def pic(model, images: Any, attributions: Any, target: Any = None, random_mask: 
     n_views = len(thresholds) + 2
     stack = np.stack([v if v.ndim == 3 else v[:, :, None] for row in views for v in row])  # (B*V, H, W, C)
 
-    def chunks():
-        for lo in range(0, stack.shape[0], batch_size):
-            part = torch.from_numpy(np.ascontiguousarray(stack[lo:lo + batch_size].transpose(0, 3, 1, 2))).to(device)
-            yield preprocess(part)
+    def make(lo: int, n: int) -> torch.Tensor:
+        part = torch.from_numpy(np.ascontiguousarray(stack[lo:lo + n].transpose(0, 3, 1, 2))).to(device)
+        return preprocess(part)
 
-    probs = forward_probs(model, chunks()).cpu()
+    probs = forward_probs(model, stack.shape[0], make, batch_size).cpu()
     classes = probs.shape[1]
     probs = probs.view(b, n_views, classes)
     if tgt is None:

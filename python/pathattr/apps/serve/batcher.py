@@ -201,27 +201,27 @@ class DynamicBatcher:
         targets = [t for r in reqs for t in r.targets]
         dev = _device(ex.model)
         x = x.to(dev)
-        # On CPU with a named output every row's target is resolved here (the argmax the
-        # library would take, from one forward of x), so the call below is the plain one
-        # that small batches run on the latency path (pathattr/quick.py). An output
-        # callable may not want class targets, and on CUDA the library's own resolution
-        # runs inside its captured graphs (an extra eager forward here would not): there
-        # all-None rows are left to the library.
-        mine = dev.type == "cpu" and isinstance(getattr(getattr(ex, "engine", None), "output", "logit"), str)
-        if all(t is None for t in targets) and not mine:
-            tgt = None
-        else:
-            if any(t is None for t in targets):
-                with torch.no_grad():
-                    top = ex.model(x).argmax(1).tolist()
-                targets = [top[i] if t is None else t for i, t in enumerate(targets)]
-            tgt = torch.tensor(targets, dtype=torch.long, device=dev)
+        # The plain library call: rows without a target get the library's own argmax
+        # (reported back in the result's targets); rows with one keep theirs. A batch that
+        # mixes both makes one call per kind, so the batcher never runs the model itself.
         start = time.perf_counter()
-        if tgt is None:
+        none = [i for i, t in enumerate(targets) if t is None]
+        if not none:
+            tout = torch.tensor(targets, dtype=torch.long, device=dev)
+            attr = ex.attribute(x, target=tout)
+        elif len(none) == len(targets):
             res = ex.attribute(x, target=None, return_details=True)
             attr, tout = res.attributions, res.target
         else:
-            attr, tout = ex.attribute(x, target=tgt), tgt
+            given = [i for i, t in enumerate(targets) if t is not None]
+            gi, ni = torch.tensor(given, device=dev), torch.tensor(none, device=dev)
+            res = ex.attribute(x.index_select(0, ni), target=None, return_details=True)
+            tg = torch.tensor([targets[i] for i in given], dtype=torch.long, device=dev)
+            part = ex.attribute(x.index_select(0, gi), target=tg)
+            attr = torch.empty((x.shape[0],) + tuple(part.shape[1:]), dtype=part.dtype, device=part.device)
+            attr[gi], attr[ni] = part, res.attributions
+            tout = torch.empty(x.shape[0], dtype=torch.long, device=dev)
+            tout[gi], tout[ni] = tg, res.target.to(dev)
         took = time.perf_counter() - start
         self._timer.record(x.shape[0], took)
         if self.metrics is not None:

@@ -1,0 +1,184 @@
+"""The model runner: the only code in pathattr that calls the user's model.
+
+Every pass of every method, metric, layer and neuron attribution goes through a
+`ModelRunner`, so each gets the same chunk sizing (an element budget per chunk, as
+measured below), the same out-of-memory back-off (halve the chunk, remember the cap,
+retry the same rows), the same autocast and the same profiling ranges. It offers
+
+    call(points, args)       one model call, under autocast (grad mode is the caller's)
+    backward(f, wrt)         one input-gradient backward of f.sum()
+    chunks(total, ...)       one chunk loop, forward only (no_grad) or forward+backward:
+                             step(start, n) makes one chunk's model calls, fold(start, n,
+                             result) consumes it outside the retry (so a chunk is folded once)
+    outputs(total, ...)      forward only, chunked, the raw outputs concatenated
+
+Training code (certainty.train_certainty_model, data/train_*.py) calls its model
+itself: it is not attribution and has its own loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from . import profiling as _profiling
+from .profiling import stage
+
+# Default chunk: as many path points as fit a budget of input elements, within
+# [MIN_ROWS, max rows]. Measured on this project's 2-core CPU (benchmarks/cpu.py,
+# forward+backward of 1,600 points, ms): the digits CNN (64 features) takes 34 ms in
+# chunks of 1024, 39 in one chunk of 1600, 51 in chunks of 64; a residual CNN on
+# 3x32x32 takes 1118-1169 ms in chunks of 32-48, 1613 at 16 and 2740 at 512.
+# 2**17 elements capped at 1024 points gives 1024 and 42. Forward-only passes keep no
+# graph, so they get twice the chunk. On an H100 (benchmarks/gpu.py, ResNet-50 224x224,
+# 1,600 points fwd+bwd) chunks of 64/128/256/400 took 614/582/563/554 ms in fp32 and
+# 452/399/381/374 ms in bf16: bigger is better up to a few hundred images, so the CUDA
+# budget of 2**26 elements gives 445 points at 224x224.
+_BUDGET = {"cpu": 2 ** 17, "cuda": 2 ** 26}
+_MAX_ROWS = {"cpu": 1024, "cuda": 4096}
+MIN_ROWS = 16
+
+
+def chunk_rows(internal_batch_size: Optional[int], probe_batch_size: Optional[int], oom_rows: int, features: int,
+               device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
+    """Rows per model call: the caller's setting, else the element budget.
+
+    With the default budget and `total` rows to cover, the same number of model calls
+    is made with equal chunks instead of full ones and a small tail (50 rows under a
+    cap of 42: 25 + 25, not 42 + 8; measured on the residual CNN, 3x32x32, batch 1:
+    38 ms against 48 ms).
+    """
+    if forward_only and probe_batch_size:
+        rows = probe_batch_size
+    elif internal_batch_size is not None:
+        rows = 2 * internal_batch_size if forward_only else internal_batch_size
+    else:
+        kind = device_type if device_type in _BUDGET else "cpu"
+        rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // max(1, features))))
+        rows = 2 * rows if forward_only else rows
+        if total is not None and total > 0:
+            calls = -(-total // rows)
+            rows = -(-total // calls)
+    return min(rows, oom_rows) if oom_rows else rows
+
+
+class ModelRunner:
+    """Owns the user's model and everything about calling it.
+
+    Args:
+        model: the user's callable (rows, *shape) (+ extra args) -> outputs.
+        autocast: None or torch.bfloat16 / torch.float16: each call runs under torch.autocast.
+        internal_batch_size: rows per forward+backward chunk (None: the element budget).
+        probe_batch_size: rows per forward-only chunk (None: twice the gradient chunk).
+    """
+
+    def __init__(self, model: Callable, autocast: Optional[torch.dtype] = None,
+                 internal_batch_size: Optional[int] = None, probe_batch_size: Optional[int] = None):
+        self.model = model
+        self.autocast = autocast
+        self.internal_batch_size = internal_batch_size
+        self.probe_batch_size = probe_batch_size
+        self.oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
+        self.ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
+        self.capturing = False  # inside a CUDA-graph capture: no retry (the capture fails, eager takes over)
+
+    # ------------------------------------------------------------ one call
+    def context(self, device: torch.device):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        # No weight-cast cache: each chunk is its own autocast region anyway, and a cache
+        # would hold tensors that a captured CUDA graph must not depend on.
+        return torch.autocast(device_type=device.type, dtype=self.autocast, cache_enabled=False)
+
+    def call(self, points: Any, args: Sequence[Any] = ()) -> Any:
+        """model(points, *args): one call, under the runner's autocast; the raw output."""
+        if self.autocast is None and not self.ranges:  # the common case in the fewest frames
+            return self.model(points, *args)
+        with stage("forward", self.ranges), self.context(points.device):
+            return self.model(points, *args)
+
+    def backward(self, f: torch.Tensor, wrt: torch.Tensor):
+        """d(sum f)/d wrt; None when f does not depend on wrt (callers read that as zeros).
+
+        Never with grad_outputs: autograd validates a grad_outputs tensor with torch.fx's
+        symbolic shapes, whose first import (sympy) cost ~300 ms on the first call of a
+        process; per-row weights are applied in the fold instead."""
+        if not f.requires_grad:
+            return None
+        if not self.ranges:
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
+        with stage("backward", True):
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
+
+    # ---------------------------------------------------------- chunking
+    def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
+        """Rows per model call for inputs of `features` elements (see chunk_rows)."""
+        return chunk_rows(self.internal_batch_size, self.probe_batch_size, self.oom_rows, features, device_type,
+                          forward_only, total)
+
+    def back_off(self, step: int) -> int:
+        """After an out-of-memory error: halve the chunk, remember the cap for later
+        calls of this runner, and retry the same rows (never a crash unless one row fails)."""
+        if self.capturing:
+            raise torch.OutOfMemoryError(f"out of memory with {step} rows per chunk during CUDA-graph capture")
+        if step <= 1:
+            raise torch.OutOfMemoryError("out of memory with a chunk of one row (one path point): the model does not fit "
+                                         "the device even for one input")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        new = max(1, step // 2)
+        self.oom_rows = new if not self.oom_rows else min(self.oom_rows, new)
+        warnings.warn(f"pathattr: out of memory with {step} rows per chunk; retrying with {new} "
+                      f"(set internal_batch_size to choose)", RuntimeWarning, stacklevel=3)
+        return new
+
+    def chunks(self, total: int, features: int, device_type: str, step: Callable[[int, int], Any],
+               fold: Optional[Callable[[int, int, Any], None]] = None, forward_only: bool = False,
+               name: Optional[str] = None) -> None:
+        """Cover rows [0, total) in chunks: result = step(start, n) makes the chunk's model
+        calls (through `call`/`backward`), then fold(start, n, result) consumes it.
+
+        forward_only: under no_grad with the forward-only chunk; else under enable_grad.
+        An out-of-memory error inside `step` halves the chunk and retries the same rows,
+        so `step` must not write anything a retry would see twice (`fold` runs once per chunk).
+        name: a profiling range around each step (e.g. "probe").
+        """
+        rows = self.rows(features, device_type, forward_only, total)
+        s = 0
+        with torch.no_grad() if forward_only else torch.enable_grad():
+            while s < total:
+                n = min(rows, total - s)
+                try:
+                    if name is None:
+                        result = step(s, n)
+                    else:
+                        with stage(name, self.ranges):
+                            result = step(s, n)
+                except torch.OutOfMemoryError:
+                    result = None
+                    rows = self.back_off(rows)
+                    continue
+                if fold is not None:
+                    with stage("fold", self.ranges):
+                        fold(s, n, result)
+                s += n
+
+    def outputs(self, total: int, features: int, device_type: str, make: Callable[[int, int], Any],
+                check: Optional[Callable[[Any, int, int], Any]] = None) -> Any:
+        """The raw outputs on rows [0, total), forward only, chunked and concatenated.
+
+        make(start, n) -> (points, args) builds one chunk's model inputs; check(out, start, n)
+        validates (and may convert) each chunk's output before it is kept."""
+        outs = []
+
+        def step(s, n):
+            points, args = make(s, n)
+            out = self.call(points, args)
+            return out if check is None else check(out, s, n)
+
+        self.chunks(total, features, device_type, step, lambda s, n, out: outs.append(out), forward_only=True)
+        if not outs:
+            return None
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
