@@ -87,7 +87,7 @@ class PathEngine:
         self.graphs = None  # a graphs.GraphCache when the Explainer asked for CUDA graphs
 
     # The runner owns the model and its settings; these read and write through to it.
-    model = property(lambda self: self.runner.model)
+    model = property(lambda self: self.runner.model, lambda self, v: setattr(self.runner, "model", v))
     autocast = property(lambda self: self.runner.autocast, lambda self, v: setattr(self.runner, "autocast", v))
     internal_batch_size = property(lambda self: self.runner.internal_batch_size,
                                    lambda self, v: setattr(self.runner, "internal_batch_size", v))
@@ -141,14 +141,14 @@ class PathEngine:
     def check_output(self, out: Any, rows: int, batch: PathBatch, what: str = "path points") -> torch.Tensor:
         """The model's output for `rows` points of `batch`, in the user's terms when wrong
         (their batch size, not the internal row count)."""
-        if isinstance(out, torch.Tensor) and (callable(self.output) or (out.dim() == 2 and out.shape[0] == rows)):
-            return out
-        if isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor) and type(self.output) is str:  # a plain named output: the hot path
+            if out.dim() == 2 and out.shape[0] == rows:
+                return out
             raise ValueError(
                 f"the model's output has shape {tuple(out.shape)} when called on {rows} {what} for your batch of "
                 f"{batch.inputs} inputs; expected (batch, classes), one row per point it is given: ({rows}, classes). "
                 f"Pass output=callable f(model_output, target) -> (batch,) to explain another kind of output")
-        return check_model_output(out, rows, self.output)  # raises, naming what was expected
+        return check_model_output(out, rows, self.output)  # callables, keys and raw outputs (engine/targets.py)
 
     def _row_select(self, batch: PathBatch, start: int, n: int, S: int):
         """What select_output needs for path rows [start, start + n): one int when every
