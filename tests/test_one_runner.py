@@ -139,8 +139,6 @@ ALLOWED = {
     ("certainty/model.py", "forward"), ("certainty/model.py", "predict"),  # CertaintyModel's own methods
     ("certainty/model.py", "train_certainty_model"),  # training, not attribution
     ("layers/hooks.py", "forward"),  # LayerReplaced: a model of h that the engine's runner calls
-    ("apps/demo.py", "main"), ("apps/demo.py", "run_demo"),  # the bundled demo model, for its own plots
-    ("apps/serve/service.py", "warmup"),  # learns the class count: to go through the runner (apps)
 }
 
 

@@ -16,6 +16,7 @@ import torch
 
 from ..api import integrated_decision_gradients, integrated_gradients
 from ..data.digits import load_digits_data, load_digits_model
+from ..engine.runner import ModelRunner
 
 
 def _timed(fn):
@@ -31,12 +32,13 @@ def run_demo(out_dir: str = "demo_out", n_steps: int = 50, limit: Optional[int] 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_digits_model()
+    run = ModelRunner(model).call  # the engine's one model caller
     images, labels = load_digits_data("test")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     n = images.shape[0]
     with torch.no_grad():
-        pred = model(images).argmax(1)
+        pred = run(images).argmax(1)
     say(f"pathattr demo: DigitsCNN on {n} held-out digits, accuracy {(pred == labels).float().mean().item():.3f}")
 
     integrated_gradients(model, images[:4], target=pred[:4], n_steps=n_steps)  # warm-up
@@ -67,7 +69,7 @@ def run_demo(out_dir: str = "demo_out", n_steps: int = 50, limit: Optional[int] 
     dense_a = torch.linspace(0, 1, 201, dtype=torch.float64)
     with torch.no_grad():
         pts = dense_a.view(-1, 1, 1, 1).float() * images[k:k + 1]
-        dense_f = model(pts)[:, pred[k]]
+        dense_f = run(pts)[:, pred[k]]
     curve = viz.path_curve_plot(out / "path_curve.png", idg.probe_alphas, idg.probe_curve[k], idg.alphas[k],
                                 importance=idg.importance[k], weights=idg.weights[k],
                                 title=f"IDG on digit {int(labels[k])}: logit of class {int(pred[k])} along the path",

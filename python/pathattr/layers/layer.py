@@ -20,6 +20,7 @@ from ..engine.checks import (check_bool, check_finite, check_model_device, norma
 from ..engine.targets import parse_target
 from ..engine.core import PathEngine
 from ..engine.packing import is_tuple
+from ..engine.runner import ModelRunner
 from .hooks import LayerReplaced, activations, check_layer
 
 
@@ -97,8 +98,11 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
                                                   engine_settings, method_settings)
     args = normalize_forward_args(additional_forward_args)
     # model(x1, x2, ..., *args): the inputs after the first travel as leading extra args
-    h_x = activations(model, layer, xs[0], xs[1:] + args, attribute_to_layer_input)
-    h_b = activations(model, layer, bases[0], bases[1:] + args, attribute_to_layer_input)
+    # h(x) and h(x') through a runner with the engine's chunks; no autocast: the path's ends
+    # stay in the activations' own precision (the model still runs under autocast on the path)
+    runner = ModelRunner(model, None, engine.internal_batch_size, engine.probe_batch_size)
+    h_x = activations(model, layer, xs[0], xs[1:] + args, attribute_to_layer_input, runner)
+    h_b = activations(model, layer, bases[0], bases[1:] + args, attribute_to_layer_input, runner)
     if not h_x.is_floating_point():
         raise TypeError(f"layer's activations have dtype {h_x.dtype}; attribution needs floating-point activations")
     batch = engine.prepare(h_x, h_b, target, xs + args)
