@@ -84,7 +84,7 @@ CANDIDATES = (
 # ------------------------------------------------------------------ scheduling
 def apportion(share: np.ndarray, M: int, floor: int) -> np.ndarray:
     """Counts per interval: `floor` each, the rest by largest remainder of `share`
-    (ties to the lower index), summing to M exactly (SPEC §2.1 step 3)."""
+    (ties to the lower index), summing to M exactly (docs/methods.md §2.1 step 3)."""
     N = share.shape[0]
     total = share.sum()
     q = share / total if total > 0 else np.full(N, 1.0 / N)

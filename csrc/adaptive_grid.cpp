@@ -1,4 +1,4 @@
-// Adaptive IDG grid, SPEC section 2.1. Every floating-point expression here has a
+// Adaptive IDG grid, docs/methods.md §2.1. Every floating-point expression here has a
 // twin, in the same operation order, in python/pathattr/reference/scheduler.py:
 // change both together or the bit-for-bit test fails. Built with -ffp-contract=off
 // so no FMA changes the rounding.

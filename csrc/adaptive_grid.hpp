@@ -1,4 +1,4 @@
-// Adaptive IDG sampling grid (SPEC section 2.1): from a probe curve L_0..L_N per
+// Adaptive IDG sampling grid (docs/methods.md §2.1): from a probe curve L_0..L_N per
 // example, exactly M alphas and weights, concentrated where the logit moves.
 // Plain C++17, no torch. The arithmetic follows a fixed operation order so that the
 // pure-Python reference (pathattr.reference.scheduler) agrees bit for bit.

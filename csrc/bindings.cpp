@@ -121,7 +121,7 @@ py::tuple py_truncate(const py::object& curves_obj, double r, const std::string&
 
 PYBIND11_MODULE(_scheduler, m) {
     m.doc() = "Sampling schedules for path attribution: quadrature rules and the adaptive "
-              "IDG grid (SPEC sections 1 and 2.1). No torch; numpy arrays in and out.";
+              "IDG grid (docs/methods.md §1 and §2.1). No torch; numpy arrays in and out.";
 
     m.def("quadrature", &py_quadrature, py::arg("method"), py::arg("n"),
           R"doc(Quadrature rule on [0, 1] with n points.
@@ -144,7 +144,7 @@ Raises:
     m.def("adaptive_grid", &py_adaptive_grid, py::arg("curves"), py::arg("M"),
           py::arg("growth") = "abs", py::arg("placement") = "midpoint", py::arg("floor") = 1,
           py::arg("eps") = 1e-12, py::arg("dtype") = "float64",
-          R"doc(Adaptive IDG sampling grid (SPEC section 2.1), batched over rows.
+          R"doc(Adaptive IDG sampling grid (docs/methods.md §2.1), batched over rows.
 
 Args:
     curves: (B, N+1) array, L_j = F(p(j/N)) per example; converted to float64; must
@@ -168,7 +168,7 @@ Raises:
 )doc");
     m.def("truncate", &py_truncate, py::arg("curves"), py::arg("r") = 0.9,
           py::arg("threshold") = "baseline",
-          R"doc(Left-IG truncation point alpha* per example (SPEC section 3), batched over rows.
+          R"doc(Left-IG truncation point alpha* per example (docs/methods.md §3), batched over rows.
 
 Args:
     curves: (B, N+1) array, L_j = F(p(j/N)) per example; converted to float64; must

@@ -1,4 +1,4 @@
-// Quadrature rules of SPEC section 1. Gauss-Legendre is computed here by Newton's
+// Quadrature rules of docs/methods.md §1. Gauss-Legendre is computed here by Newton's
 // method on the three-term Legendre recurrence (O(n^2), accurate to ~1e-15 for
 // n <= 1024), so the extension needs no LAPACK.
 #include "quadrature.hpp"
@@ -112,7 +112,7 @@ QuadratureRule quadrature(const std::string& method, int64_t n) {
             for (int64_t k = 0; k < n; ++k) { r.alphas[k] = (static_cast<double>(k) + 0.5) / dn; r.weights[k] = 1.0 / dn; }
             break;
         case Method::Trapezoid: {
-            // True trapezoid (weights sum to 1), not Captum's 1/n variant; see SPEC section 1.
+            // True trapezoid (weights sum to 1), not Captum's 1/n variant; see docs/methods.md §1.
             const double h = static_cast<double>(n - 1);
             for (int64_t k = 0; k < n; ++k) { r.alphas[k] = static_cast<double>(k) / h; r.weights[k] = 1.0 / h; }
             r.weights[0] *= 0.5;

@@ -1,4 +1,4 @@
-// Quadrature rules on [0, 1] for path integrals (SPEC section 1).
+// Quadrature rules on [0, 1] for path integrals (docs/methods.md §1).
 // Plain C++17, no torch: the Python layer turns the vectors into numpy arrays.
 #pragma once
 

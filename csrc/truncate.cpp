@@ -1,4 +1,4 @@
-// Left-IG truncation, SPEC section 3. Twin: python/pathattr/reference/truncate.py.
+// Left-IG truncation, docs/methods.md §3. Twin: python/pathattr/reference/truncate.py.
 // Built with -ffp-contract=off (setup.py) so no FMA changes the rounding.
 //
 // Definition (per example, probe points alpha_j = j/N):

@@ -1,4 +1,4 @@
-// Left-IG truncation point (SPEC section 3): from a probe curve L_0..L_N per example
+// Left-IG truncation point (docs/methods.md §3): from a probe curve L_0..L_N per example
 // (L_j = F(p(j/N))), the alpha* where the output first reaches a threshold tau.
 // Plain C++17, no torch. Every floating-point expression has a twin, in the same
 // operation order, in python/pathattr/reference/truncate.py (bit-for-bit test).

@@ -1,4 +1,4 @@
-"""BShap (SPEC §9): SPEC §12.3's exact answers, the brute-force reference, Captum 0.9's
+"""BShap (docs/methods.md §9): docs/methods.md §12.3's exact answers, the brute-force reference, Captum 0.9's
 ShapleyValues (every permutation), efficiency, and permutation sampling."""
 import pytest
 import torch
@@ -18,7 +18,7 @@ PATHS = [((0.6, 0.4), (1.0, 0.0), (0.0, 1.0)), ((0.9, 0.6), (1.0, -1.0), (0.0, 0
 
 @pytest.mark.parametrize("point, ig, shap", PATHS, ids=["path_A", "path_B"])
 def test_band_model_spec_12_3(point, ig, shap):
-    """SPEC §12.3, x' = (0, 0): path A x = (0.6, 0.4) has IG = (1, 0) and BShap = (0, 1);
+    """docs/methods.md §12.3, x' = (0, 0): path A x = (0.6, 0.4) has IG = (1, 0) and BShap = (0, 1);
     path B x = (0.9, 0.6) has IG = (1, -1) and BShap = (0, 0). BShap is exact (F only
     takes the values 0 and 1 at the four subset points); IG within 5e-3 at 2,000 steps."""
     x = torch.tensor([point], dtype=torch.float64)

@@ -1,5 +1,5 @@
 """The bundled damage-trained model (pathattr.data.certainty_task) passes the checks
-of seed 004 §A.3.1, and ICG on it behaves as the paper describes.
+of the ICG paper §A.3.1, and ICG on it behaves as the paper describes.
 
 Measured (torch 2.13 CPU, on 500 fresh images / 500 U(0, 1) noise images; the
 training script's own measurement on 1,000 each, 0.014 / 0.025, is in certainty_cnn.json):

@@ -1,4 +1,4 @@
-"""Expected Gradients and distribution baselines (SPEC §6, §7) against the one-at-a-time
+"""Expected Gradients and distribution baselines (docs/methods.md §6, §7) against the one-at-a-time
 references in pathattr.reference.expected_gradients, and analytic answers on linear models."""
 import pytest
 import torch
@@ -179,7 +179,7 @@ def test_distribution_baseline_bad_input():
     ((0.9, 0.6), (1.0, -1.0), (-0.1055, -0.2480), (-0.1238, -0.2767)),
 ], ids=["path_A", "path_B"])
 def test_band_model_eg_and_distribution_ig(point, ig, eg_grid, igd_grid):
-    """SPEC §12.3's BandModel (IG from 0: A = (1, 0), B = (1, -1); BShap: A = (0, 1), B = (0, 0)).
+    """docs/methods.md §12.3's BandModel (IG from 0: A = (1, 0), B = (1, -1); BShap: A = (0, 1), B = (0, 0)).
 
     Measured (seed 0): EG against x' = 0 only, 4,000 alphas: A = (1.029, 0), delta 0.029;
     B = (0.992, -0.965), delta 0.028 (Monte-Carlo IG). EG against the 11 x 11 grid on

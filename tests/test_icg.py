@@ -1,4 +1,4 @@
-"""Integrated Certainty Gradients (SPEC §8, seed 004): the method against the
+"""Integrated Certainty Gradients (docs/methods.md §8, the ICG paper): the method against the
 reference (fp64, random certainty-aware networks), its completeness, the damage
 functions' distributions, and bad input."""
 import pytest
@@ -162,7 +162,7 @@ def test_icg_bad_input():
 
 
 def test_icg_on_spec_known_answer_model():
-    """SPEC §12.3 with certainty-gated inputs, F(x, c) = max(b(c1 x1), b(c2 x2)): along c
+    """docs/methods.md §12.3 with certainty-gated inputs, F(x, c) = max(b(c1 x1), b(c2 x2)): along c
     from 0 to 1 the gated values walk IG's straight path from 0, so ICG reproduces IG's
     answers, attribution transfer included. Measured with 2,000 midpoint steps:
     path A, x = (0.6, 0.4): ICG = (1, 0) (BShap: (0, 1)); path B, x = (0.9, 0.6):

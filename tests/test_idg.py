@@ -59,7 +59,7 @@ def _squared_derivative_integral(model, x, base, target, n=8001):
 
 @pytest.mark.parametrize("schedule", ["uniform", "adaptive"])
 def test_sum_equals_integral_of_squared_slope(schedule, seed):
-    """sum_i IDG_i = sum_k w_k IF_k^2 ~ int (dF/dalpha)^2: SPEC §2's invariant, M = 256, midpoint."""
+    """sum_i IDG_i = sum_k w_k IF_k^2 ~ int (dF/dalpha)^2: docs/methods.md §2's invariant, M = 256, midpoint."""
     torch.manual_seed(seed)
     for model in [SmoothMLP(d_in=10, classes=4).double().eval(),
                   torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Tanh(), torch.nn.Linear(20, 4)).double()]:

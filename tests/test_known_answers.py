@@ -1,4 +1,4 @@
-"""SPEC §12: analytic models whose IG and IDG are known exactly."""
+"""docs/methods.md §12: analytic models whose IG and IDG are known exactly."""
 import pytest
 import torch
 
@@ -76,7 +76,7 @@ def test_item4_linear_model_every_rule(rule, seed):
 @pytest.mark.parametrize("schedule", ["uniform", "adaptive"])
 @pytest.mark.parametrize("point, expected", [((0.6, 0.4), (6.0, 0.0)), ((0.9, 0.6), (9.0, 6.0))])
 def test_item3_two_bands_idg(point, expected, schedule):
-    """IDG (exact importance factor) on SPEC §12.3's two-band model, derived by hand:
+    """IDG (exact importance factor) on docs/methods.md §12.3's two-band model, derived by hand:
     on path A only x1's band entry moves F (dF/dalpha = 6 on alpha in [1/3, 1/2]), so
     IDG = (36 / 6, 0) = (6, 0); on path B x1's entry (dF/dalpha = 9 over 1/9) gives 9 and
     x2's exit (dF/dalpha = -6 over 1/6) gives +6: IDG = (9, 6), while IG = (1, -1).

@@ -79,7 +79,7 @@ def test_layer_idg_equals_reference(schedule, seed):
 
 
 def test_layer_idg_invariant_and_token_scores(seed):
-    """Sum IDG = sum_k w_k IF_k (SPEC §2 invariant) and per-token scores from the embedding."""
+    """Sum IDG = sum_k w_k IF_k (docs/methods.md §2 invariant) and per-token scores from the embedding."""
     model, ids, base = _transformer(seed)
     res = pa.layer_integrated_decision_gradients(model, model.embed, ids, base, n_steps=32, return_details=True)
     total = (res.weights.to(res.importance.dtype) * res.importance ** 2).sum(1)

@@ -1,5 +1,5 @@
 """Left-IG on the engine against the one-input-at-a-time reference, analytic answers
-(linear model, SPEC §12.3's two-band model) and its completeness on [0, alpha*]."""
+(linear model, docs/methods.md §12.3's two-band model) and its completeness on [0, alpha*]."""
 import pytest
 import torch
 
@@ -107,7 +107,7 @@ def _two_bands(x):
 
 
 def test_spec_12_3_two_bands():
-    """SPEC §12.3, F = max(b(x1), b(x2)), x' = 0, 2,000 steps, r = 0.9 (reported results):
+    """docs/methods.md §12.3, F = max(b(x1), b(x2)), x' = 0, 2,000 steps, r = 0.9 (reported results):
 
     Path A, x = (0.6, 0.4): F rises from 0 to 1 on alpha in [1/3, 1/2] through x1 alone,
     so alpha* = 1/3 + 0.9/6 = 0.48333 and Left-IG = (0.9, 0.0) (IG is (1, 0)); it sums to

@@ -1,4 +1,4 @@
-"""Local Path Integration (SPEC §6): the reference bank (clustering, file round trip,
+"""Local Path Integration (docs/methods.md §6): the reference bank (clustering, file round trip,
 model fingerprint) and the attribution against the one-at-a-time reference."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Internal neuron attributions A_k(S) (SPEC §10) in fp64.
+"""Internal neuron attributions A_k(S) (docs/methods.md §10) in fp64.
 
 Oracles: (1) on a cut layer sum_k A_k(S) = sum_{i in S} IG_i, with IG from the
 public IG function (a different computation: input gradients, no JVP); (2) Captum

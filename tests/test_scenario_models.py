@@ -66,7 +66,7 @@ def test_certainty_model_ignores_zero_certainty():
 @torch.no_grad()
 def test_local_minimum_model_learned_the_dip():
     # Vary one component, others fixed: the model's class-1 margin follows f, including
-    # the positive local minimum at 0.7 (seed 004 Fig. 5), not a monotone ramp.
+    # the positive local minimum at 0.7 (the ICG paper Fig. 5), not a monotone ramp.
     model = sm.load_local_minimum_model()
     t = torch.tensor([0.3, 0.6, 0.7, 0.9])
     x = torch.full((4, 6), 0.45)

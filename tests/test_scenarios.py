@@ -1,4 +1,4 @@
-"""Synthetic scenarios (SPEC §13): generators, the label rules, and the damage function."""
+"""Synthetic scenarios (docs/methods.md §13): generators, the label rules, and the damage function."""
 import numpy as np
 import pytest
 import torch
@@ -118,7 +118,7 @@ def test_local_minimum_generator():
         make_local_minimum(4, d=0)
 
 
-# --------------------------------------------------------------------------- damage (SPEC §8)
+# --------------------------------------------------------------------------- damage (docs/methods.md §8)
 
 @pytest.mark.parametrize("mean", [0.06, 0.2, 0.5, 0.73, 0.95])
 def test_continuous_bernoulli_has_the_requested_mean(mean):

@@ -172,7 +172,7 @@ def uniform_counts(N, M, floor):
 
 
 def check_grid(curves, M, growth, placement, floor, eps=1e-12):
-    """Run both implementations; check equality and every invariant of SPEC 2.1."""
+    """Run both implementations; check equality and every invariant of docs/methods.md §2.1."""
     curves = np.asarray(curves, dtype=np.float64)
     B, N = curves.shape[0], curves.shape[1] - 1
     a, w, c = native.adaptive_grid(curves, M, growth, placement, floor, eps)

@@ -75,12 +75,12 @@ class Lambda(nn.Module):
 
 
 def band(t):
-    """SPEC §12.3: 1 on [0.3, 0.45], 0 outside (0.2, 0.55), linear edges in between."""
+    """docs/methods.md §12.3: 1 on [0.3, 0.45], 0 outside (0.2, 0.55), linear edges in between."""
     return torch.clamp((t - 0.2) / 0.1, 0, 1) * torch.clamp((0.55 - t) / 0.1, 0, 1)
 
 
 class BandModel(nn.Module):
-    """SPEC §12.3 (seed 004, Table 1 made exact): F(x) = max(band(x1), band(x2)), one output."""
+    """docs/methods.md §12.3 (the ICG paper, Table 1 made exact): F(x) = max(band(x1), band(x2)), one output."""
 
     def forward(self, x):
         return torch.maximum(band(x[:, 0]), band(x[:, 1])).unsqueeze(1)

@@ -55,7 +55,7 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
     importance: "exact" or "finite_difference" (backward differences of F between samples).
     normalize: "none" (default; no extra 1/M as in the authors' code) or "completeness"
         (rescale so the map sums to F(x) - F(x')).
-    growth, placement, floor: adaptive-scheduler knobs (SPEC §2.1).
+    growth, placement, floor: adaptive-scheduler knobs (docs/methods.md §2.1).
     Cost: M forward+backward passes per input, plus N + 1 forward-only for adaptive.
     """
     ex = Explainer(model, "idg", n_steps=n_steps, schedule=schedule, n_probe=n_probe, rule=method,
@@ -166,7 +166,7 @@ def bshap(model, inputs: torch.Tensor, baselines: Any = None, target: Any = None
           n_permutations: int = 25, max_exact_features: int = 16, seed: int = 0,
           internal_batch_size: Optional[int] = None, return_convergence_delta: bool = False,
           return_details: bool = False, output="logit", autocast: Optional[torch.dtype] = None):
-    """BShap: Shapley values of the features, absent features taking the baseline's values (SPEC §9).
+    """BShap: Shapley values of the features, absent features taking the baseline's values (docs/methods.md §9).
 
     feature_mask: None (every element is a feature) or integer group ids of one input's
         shape, (1, ...) or (B, ...), like Captum's; every element gets its group's value.

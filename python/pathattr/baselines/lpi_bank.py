@@ -1,4 +1,4 @@
-"""Local Path Integration's reference bank (Yang et al., AAAI 2023; SPEC §6).
+"""Local Path Integration's reference bank (Yang et al., AAAI 2023; docs/methods.md §6).
 
 Offline, once per model: the model's logits on a reference data set are clustered
 with k-means into C neighbourhoods; each neighbourhood is clustered again into m
@@ -211,7 +211,7 @@ def _logits(model, dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torc
 
 def build_reference_bank(model, dataset, n_neighbourhoods: int, n_references: int, seed: int = 0,
                          batch_size: int = 256, n_init: int = 10) -> ReferenceBank:
-    """Build LPI's reference bank for `model` from `dataset` (SPEC §6).
+    """Build LPI's reference bank for `model` from `dataset` (docs/methods.md §6).
 
     Args:
         model: the model to be explained (eval mode), mapping (n, *shape) to logits (n, K).

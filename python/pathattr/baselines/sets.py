@@ -1,4 +1,4 @@
-"""Reference sets for the methods that average over many baselines (SPEC §6, §7).
+"""Reference sets for the methods that average over many baselines (docs/methods.md §6, §7).
 
 A reference set is a tensor (R, *shape) or a `torch.utils.data.Dataset` whose items
 are inputs or tuples starting with one (e.g. (image, label)). Only the items that are
@@ -134,7 +134,7 @@ def draw_alphas(batch: int, per_input: int, k: int, seed: int, lo: float, hi: fl
 
 @dataclass(frozen=True)
 class DistributionBaseline:
-    """A baseline distribution D for IG_D / IDG_D = E_{x'~D} IG(x; x') (SPEC §7).
+    """A baseline distribution D for IG_D / IDG_D = E_{x'~D} IG(x; x') (docs/methods.md §7).
 
     Pass it as `baselines=` to `integrated_gradients`, `integrated_decision_gradients`
     or `Explainer.attribute` (methods "ig" and "idg"). Build it with
@@ -154,7 +154,7 @@ class DistributionBaseline:
 
 
 def distribution_baseline(references: Any, n_baselines: Optional[int] = None, seed: int = 0) -> DistributionBaseline:
-    """A distribution baseline for IG / IDG: IG_D(x) = E_{x' ~ D} IG(x; x') (SPEC §7).
+    """A distribution baseline for IG / IDG: IG_D(x) = E_{x' ~ D} IG(x; x') (docs/methods.md §7).
 
     Args:
         references: the distribution's samples, a tensor (R, *input_shape) or a Dataset

@@ -1,4 +1,4 @@
-"""Certainty-aware models and Integrated Certainty Gradients (SPEC §8, seed 004).
+"""Certainty-aware models and Integrated Certainty Gradients (docs/methods.md §8, the ICG paper).
 
 Input layout. A certainty-aware network takes one tensor z = cat([values, c], dim=1):
 values (B, C, ...) followed by the certainty c (B, Cc, ...) with Cc = 1 (one
@@ -8,13 +8,13 @@ such a network and records C and Cc, so its layout travels with it.
 
 Training with `damage` teaches c = 0 to mean "missing": per example an extent
 e ~ U(0, 1); certainties with mean 1 - e, either binary (Bernoulli) or continuous
-(a continuous Bernoulli reparameterised by its mean, seed 004 §A.3.2); each feature
+(a continuous Bernoulli reparameterised by its mean, the ICG paper §A.3.2); each feature
 is kept with probability c, and a feature not kept is replaced by the same feature
 of another example of the batch ("adversarial") or by U(0, 1) noise ("noise").
 "mixed" draws the variant per example; the paper found mixing trained best.
 
 ICG itself (method "icg", `integrated_certainty_gradients`) integrates along c from
-0 to 1 with the values held at x; the two checks of seed 004 §A.3.1 are
+0 to 1 with the values held at x; the two checks of the ICG paper §A.3.1 are
 `information_absence` and `neutrality`, which return measured numbers.
 """
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _cb_mean_table():
 
 def continuous_bernoulli_logit(mean: torch.Tensor) -> torch.Tensor:
     """t = logit(lambda) of the continuous Bernoulli with the given mean (the paper's
-    reparameterisation by the mean, seed 004 §A.3.2), by linear interpolation in a
+    reparameterisation by the mean, the ICG paper §A.3.2), by linear interpolation in a
     table (mean error below 1e-6). The mean is clamped to [1e-4, 1 - 1e-4]."""
     t, means = _cb_mean_table()
     target = mean.detach().double().cpu().clamp(1e-4, 1 - 1e-4)

@@ -1,4 +1,4 @@
-"""A small synthetic task and a bundled damage-trained certainty-aware CNN (seed 004).
+"""A small synthetic task and a bundled damage-trained certainty-aware CNN (the ICG paper).
 
 "Three patches": a dim 6x6 image (values U(0, 0.4)) with one bright 2x2 patch (values
 U(0.8, 1)) at one of three places; the class is the place, with an unbalanced prior

@@ -191,12 +191,12 @@ __all__ += ["BurntSnacksCNN", "LocalMinimumMLP"]
 
 
 class BurntSnacksCNN(nn.Module):
-    """The Burnt Snacks classifier (seed 004 §5.1): is there a square of 25-50 % lightness?
+    """The Burnt Snacks classifier (the ICG paper §5.1): is there a square of 25-50 % lightness?
 
     Input ``(B, 1, H, W)`` float in ``[0, 1]`` (0 = black; any H, W >= 4, trained at
     32x32); with ``certainty=True`` the input is ``(B, 2, H, W)``: the image and a
     per-pixel certainty channel in ``[0, 1]`` appended on the channel dim (1 = the pixel
-    is known, 0 = no information; SPEC §8). Output ``(B, 2)`` logits (class 1 = overcooked).
+    is known, 0 = no information; docs/methods.md §8). Output ``(B, 2)`` logits (class 1 = overcooked).
 
     Four 3x3 convolutions with ReLU and two 2x2 max-pools, then a global max-pool (the
     class asks "does some square exist anywhere") and a linear head; ~33k parameters.
@@ -233,7 +233,7 @@ class BurntSnacksCNN(nn.Module):
 
 
 class LocalMinimumMLP(nn.Module):
-    """The Local Minimum classifier (seed 004 §5.2): is ``S(x) = sum_i f(x_i) > 0``?
+    """The Local Minimum classifier (the ICG paper §5.2): is ``S(x) = sum_i f(x_i) > 0``?
 
     Input ``(B, d)`` float in ``[0, 1]``; output ``(B, 2)`` logits. As in the paper's
     architecture (its Fig. 13, a layer that sums the components), one small MLP

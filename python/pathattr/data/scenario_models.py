@@ -79,7 +79,7 @@ def load_burnt_snacks_certainty_model(device: Union[str, torch.device] = "cpu") 
     """The certainty-aware Burnt Snacks CNN (for ICG), eval mode: ``(B, 2, H, W)`` -> ``(B, 2)``.
 
     Channel 0 is the image, channel 1 the per-pixel certainty (``with_certainty``). It was
-    trained with the damage function of SPEC §8, so certainty 0 means "no information".
+    trained with the damage function of docs/methods.md §8, so certainty 0 means "no information".
     """
     return _load("burnt_snacks_certainty", device)
 

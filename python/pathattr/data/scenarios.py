@@ -1,4 +1,4 @@
-"""Synthetic scenarios with known answers (SPEC §13, seed 004 §5): Burnt Snacks and Local Minimum.
+"""Synthetic scenarios with known answers (docs/methods.md §13, the ICG paper §5): Burnt Snacks and Local Minimum.
 
 Both are generated procedurally from a seed (numpy ``default_rng``), so the same call
 returns the same tensors on every machine, and a quality study needs no download. The
@@ -86,7 +86,7 @@ def _place(occupied: np.ndarray, s: int, rng: np.random.Generator, gap: int) -> 
 def make_burnt_snacks(n: int, seed: int = 0, size: int = 32, max_squares: int = 4,
                       max_shapes: int = 3, min_object: int = 4, max_object: int = 7,
                       background_noise: float = 0.05, p_class1: float = 0.5) -> BurntSnacks:
-    """Generate ``n`` Burnt Snacks images (seed 004 §5.1), deterministic given ``seed``.
+    """Generate ``n`` Burnt Snacks images (the ICG paper §5.1), deterministic given ``seed``.
 
     A dark background (uniform noise in ``[0, background_noise]``) with 1..``max_squares``
     flat squares and 0..``max_shapes`` other shapes (triangles, discs), ``min_object`` to
@@ -158,7 +158,7 @@ def make_burnt_snacks(n: int, seed: int = 0, size: int = 32, max_squares: int = 
 # ----------------------------------------------------------------------------- Local Minimum
 
 # f is -0.75 up to 0.5, then jumps to 0.5 and rises with a dip: a positive local minimum
-# at 0.7. The knots are read from seed 004 (Fig. 5, and Table 2's scaled scores: f(0.6) =
+# at 0.7. The knots are read from the ICG paper (Fig. 5, and Table 2's scaled scores: f(0.6) =
 # f(0.9) = 0.8, f(0.7) = 0.6, f(x <= 0.5) = -0.75, so -0.75/0.8 = -0.94 as printed).
 LOCAL_MINIMUM_KNOTS = ((0.5, 0.5), (0.6, 0.8), (0.7, 0.6), (0.9, 0.8), (1.0, 1.0))
 _LOW = -0.75
@@ -187,7 +187,7 @@ class LocalMinimum:
         inputs: float32 ``(n, d)``, components uniform in ``[0, 1]``.
         labels: int64 ``(n,)``: 1 iff ``S(x) = sum_i f(x_i) > 0``.
         scores: float64 ``(n, d)``: the component scores ``f(x_i)`` (the "nominal
-            scores" that attributions are compared with in seed 004's Table 2).
+            scores" that attributions are compared with in the ICG paper's Table 2).
         totals: float64 ``(n,)``: ``S(x)``.
     """
 
@@ -201,7 +201,7 @@ class LocalMinimum:
 
 
 def make_local_minimum(n: int, seed: int = 0, d: int = 6) -> LocalMinimum:
-    """Generate ``n`` Local Minimum vectors of ``d`` components (seed 004 §5.2).
+    """Generate ``n`` Local Minimum vectors of ``d`` components (the ICG paper §5.2).
 
     Components are i.i.d. uniform in [0, 1] (float32; the label is computed from the
     float32 values, so it is exact for the returned inputs). With ``d = 6`` the classes

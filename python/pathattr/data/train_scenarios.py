@@ -7,7 +7,7 @@ algorithms on CPU, so a rerun with the same torch version reproduces the weights
 Training data come from ``TRAIN_SEED`` and the accuracy is measured on the
 ``HELDOUT_SEED`` examples (``scenario_models.burnt_snacks_heldout()`` etc.).
 
-The certainty-aware model is trained with the damage function of SPEC §8 (seed 004
+The certainty-aware model is trained with the damage function of docs/methods.md §8 (the ICG paper
 A.3.2), implemented here in a few lines so that this script depends on nothing else:
 per example an extent e ~ U(0, 1); certainties c ~ Bernoulli(e) or a continuous
 Bernoulli with mean e (half each); each pixel kept with probability c, otherwise
@@ -38,7 +38,7 @@ from .scenarios import make_burnt_snacks, make_local_minimum
 NAMES = tuple(sm.MODELS)
 
 
-# ----------------------------------------------------------------------------- damage (SPEC §8)
+# ----------------------------------------------------------------------------- damage (docs/methods.md §8)
 
 @functools.lru_cache(maxsize=1)
 def _cb_mean_table():
@@ -52,7 +52,7 @@ def _cb_mean_table():
 
 
 def continuous_bernoulli_with_mean(mean: torch.Tensor, shape, gen: torch.Generator) -> torch.Tensor:
-    """Samples in [0, 1] from a continuous Bernoulli whose *mean* is ``mean`` (seed 004 A.3.2).
+    """Samples in [0, 1] from a continuous Bernoulli whose *mean* is ``mean`` (the ICG paper A.3.2).
 
     The natural parameter lambda concentrates the mean near 1/2; the paper reparameterises
     by the mean, inverting ``mean(lambda)`` numerically (here: interpolation on a table).
@@ -200,7 +200,7 @@ def train(name: str, seed: int = 0, verbose: bool = True, n_heldout: int = sm.N_
     if name == "burnt_snacks_certainty":
         info["init"] = "plain burnt_snacks model, certainty weights 0" if init_state is not None else "random"
         info.update(_certainty_checks(model, held.images))
-        info["damage"] = ("SPEC §8: e ~ U(0,1) per example; c ~ Bernoulli(e) or continuous Bernoulli "
+        info["damage"] = ("docs/methods.md §8: e ~ U(0,1) per example; c ~ Bernoulli(e) or continuous Bernoulli "
                           "with mean e; keep ~ Bernoulli(c); fill from another example or U(0,1); "
                           f"{cfg['clean_fraction']:.0%} of examples undamaged")
     return model, info

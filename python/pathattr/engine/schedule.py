@@ -2,7 +2,7 @@
 
 A schedule is two (B, S) float64 tensors: every example gets the same number S of
 samples, so one launch serves the batch. Uniform rules are the same for every
-example; adaptive grids (SPEC §2.1) are computed on the host from a probe curve:
+example; adaptive grids (docs/methods.md §2.1) are computed on the host from a probe curve:
 the one host round trip of an adaptive method.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ def probe_grid(n_probe: int, batch: int, device: torch.device, dtype: torch.dtyp
 
 def adaptive(curves: torch.Tensor, n_steps: int, growth: str = "abs", placement: str = "midpoint",
              floor: int = 1) -> Schedule:
-    """SPEC §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example."""
+    """docs/methods.md §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example."""
     c = curves.detach() if curves.requires_grad else curves
     c = (c if c.device.type == "cpu" else c.cpu()).numpy()  # the binding casts to C-ordered float64 itself
     a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor)
@@ -109,7 +109,7 @@ THRESHOLDS = ("baseline", "max")
 
 
 def truncate(curves: torch.Tensor, r: float = 0.9, threshold: str = "baseline"):
-    """Left-IG's alpha* per example from probe curves (B, N + 1) (SPEC §3).
+    """Left-IG's alpha* per example from probe curves (B, N + 1) (docs/methods.md §3).
 
     Returns (alpha_star (B,) float64, used_whole_path (B,) bool), CPU tensors.
     """

@@ -175,7 +175,7 @@ def layer_integrated_decision_gradients(model, layer, inputs, baselines=None, ta
                                         return_convergence_delta: bool = False, return_details: bool = False,
                                         output="logit", autocast: Optional[torch.dtype] = None, backend: str = "auto",
                                         accumulate_dtype: Optional[torch.dtype] = None):
-    """IDG of F with respect to `layer`'s output (or input): the IDG path (SPEC §2) in
+    """IDG of F with respect to `layer`'s output (or input): the IDG path (docs/methods.md §2) in
     activation space, with the importance factor dF/dalpha = g . (h(x) - h(x')).
 
     Arguments as `layer_integrated_gradients` plus IDG's schedule settings (see

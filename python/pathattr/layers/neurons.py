@@ -1,4 +1,4 @@
-"""Internal neuron attributions for a region of an IG map (SPEC §10, Lundstrom et al. 2022).
+"""Internal neuron attributions for a region of an IG map (docs/methods.md §10, Lundstrom et al. 2022).
 
 With F = g(h(z)) and h the activations of `layer`, the IG mass of a region S of
 the input splits over the neurons k of h:

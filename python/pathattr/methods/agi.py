@@ -1,4 +1,4 @@
-"""Adversarial Gradient Integration (Pan et al. 2021) on the shared engine: SPEC §5.
+"""Adversarial Gradient Integration (Pan et al. 2021) on the shared engine: docs/methods.md §5.
 
 For the explained class c (the target; argmax of model(x) by default) and `topk`
 other classes l: walk from x_0 = x toward class l by signed steps of the gradient of

@@ -1,4 +1,4 @@
-"""BShap: Shapley values of the features with absent features set to the baseline (SPEC §9).
+"""BShap: Shapley values of the features with absent features set to the baseline (docs/methods.md §9).
 
 phi_i = sum_{S not containing i} |S|! (d - |S| - 1)! / d! [F(x_{S+i}; x'_rest) - F(x_S; x'_rest)].
 

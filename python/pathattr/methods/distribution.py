@@ -1,4 +1,4 @@
-"""Distribution baselines (SPEC §7): IG_D(x) = E_{x'~D} IG(x; x'), and the same for IDG.
+"""Distribution baselines (docs/methods.md §7): IG_D(x) = E_{x'~D} IG(x; x'), and the same for IDG.
 
 Any straight-path method that reads its baseline from the batch is turned into its
 distribution version without a new loop: the inputs are expanded into B*K (input,

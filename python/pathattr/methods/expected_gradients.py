@@ -1,4 +1,4 @@
-"""Expected Gradients (Erion et al.) on the shared engine: SPEC §6.
+"""Expected Gradients (Erion et al.) on the shared engine: docs/methods.md §6.
 
 EG(x) = (1/J) sum_j (x - r_j) * (1/k) sum_a dF/dx(r_j + alpha_ja (x - r_j)),
 r_j drawn with replacement from a reference set, alpha_ja ~ U(0, 1), all from one

@@ -1,4 +1,4 @@
-"""Guided IG (Kapishnikov et al. 2021) on the shared engine: SPEC §4.
+"""Guided IG (Kapishnikov et al. 2021) on the shared engine: docs/methods.md §4.
 
 An adaptive path from x' to x: at each of T steps, move the features whose gradient
 is smallest in magnitude (the lowest `fraction`, by the lower quantile) until the L1

@@ -1,4 +1,4 @@
-"""Integrated Certainty Gradients (seed 004, SPEC §8) on the shared engine.
+"""Integrated Certainty Gradients (the ICG paper, docs/methods.md §8) on the shared engine.
 
 The model takes z = cat([values, c], 1) (see `pathattr.certainty`). ICG integrates
 along c from 0 to 1 with the values held at x. That is the engine's straight path

@@ -1,4 +1,4 @@
-"""Integrated Decision Gradients (Walker et al.) on the shared engine: SPEC §2.
+"""Integrated Decision Gradients (Walker et al.) on the shared engine: docs/methods.md §2.
 
 IDG(x) = (x - x') * sum_k w_k IF(alpha_k) g(alpha_k), IF(alpha) = dF(p(alpha))/dalpha.
 The exact importance factor is g . (x - x'): a dot product of the gradient the pass
@@ -6,10 +6,10 @@ computes anyway, so IDG costs what IG costs plus, for the adaptive schedule, N +
 forward-only evaluations per input for the probe curve that places the samples.
 
 Schedules:
-  "adaptive" (default): SPEC §2.1; N = n_probe = max(2, M // 4) probe intervals,
+  "adaptive" (default): docs/methods.md §2.1; N = n_probe = max(2, M // 4) probe intervals,
       `floor` = 1 sample in each, the rest by largest remainder of |growth|,
       midpoint placement. Exactly M = n_steps gradient samples per input.
-  "paper": the paper's Algorithm 1 with its defects corrected (SPEC §2.1):
+  "paper": the paper's Algorithm 1 with its defects corrected (docs/methods.md §2.1):
       N = M, left placement, floor 0.
   "uniform": Eq. (4), a quadrature rule (`rule`; `method=` in the function), default
       right Riemann as in the paper.

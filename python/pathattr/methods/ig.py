@@ -1,4 +1,4 @@
-"""Integrated Gradients (Sundararajan et al. 2017) on the shared engine: SPEC §1.
+"""Integrated Gradients (Sundararajan et al. 2017) on the shared engine: docs/methods.md §1.
 
 IG(x) = (x - x') * sum_k w_k g(alpha_k) for one of five quadrature rules. The rules
 are Captum's, except "riemann_trapezoid", which here is the true trapezoid rule

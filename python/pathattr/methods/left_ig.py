@@ -1,4 +1,4 @@
-"""Left-IG / Split IG (Miglani et al. 2020) on the shared engine: SPEC §3.
+"""Left-IG / Split IG (Miglani et al. 2020) on the shared engine: docs/methods.md §3.
 
 IG over the left part [0, alpha*] of the straight path only, where alpha* is the
 first point at which F reaches tau = F(x') + r (F(x) - F(x')) (threshold="baseline",

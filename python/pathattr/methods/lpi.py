@@ -1,4 +1,4 @@
-"""Local Path Integration (Yang et al., AAAI 2023) on the shared engine: SPEC §6.
+"""Local Path Integration (Yang et al., AAAI 2023) on the shared engine: docs/methods.md §6.
 
 LPI(x) = sum_j rho_j (x - r_j) * mean_a dF/dx(r_j + alpha_ja (x - r_j)), where r_j and
 rho_j are the m references and densities of the neighbourhood whose centre is

@@ -1,4 +1,4 @@
-"""(input, reference) pairs as one batch of straight paths (SPEC §6, §7).
+"""(input, reference) pairs as one batch of straight paths (docs/methods.md §6, §7).
 
 Methods that average over several baselines per input (Expected Gradients, LPI,
 distribution baselines) expand a batch of B inputs and J references per input into a

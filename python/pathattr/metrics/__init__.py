@@ -1,4 +1,4 @@
-"""Faithfulness metrics for attribution maps (SPEC §11), one file per metric.
+"""Faithfulness metrics for attribution maps (docs/methods.md §11), one file per metric.
 
     insertion_deletion(model, x, attr)   RISE insertion / deletion AUCs
     pic(model, uint8_images, attr)       SIC and AIC (Performance Information Curves); alias aic_sic

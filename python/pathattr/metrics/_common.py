@@ -45,7 +45,7 @@ def saliency_map(attributions: Any, batch: int, hw: Tuple[int, int], name: str =
                  reduce: str = "abs_sum") -> torch.Tensor:
     """Per-pixel saliency (B, H, W) in float64 from attributions (B, C, H, W) or (B, H, W).
 
-    reduce="abs_sum" (default): |sum over channels| (SPEC §11); "sum": the signed sum.
+    reduce="abs_sum" (default): |sum over channels| (docs/methods.md §11); "sum": the signed sum.
     """
     if not isinstance(attributions, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (batch, channels, height, width) or "

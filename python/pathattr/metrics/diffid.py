@@ -1,5 +1,5 @@
 """DiffID: the difference between insertion and deletion games (Yang et al. 2023, LPI,
-seed 002 Eq. 7), SPEC §11.
+the LPI paper Eq. 7), docs/methods.md §11.
 
 For each fraction r (default 0.1, 0.2, ..., 0.9) and n(r) = round(r * H * W) pixels
 ranked by |sum over channels of the attribution|:

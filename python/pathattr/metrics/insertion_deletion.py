@@ -1,4 +1,4 @@
-"""Insertion and deletion games (RISE, Petsiuk et al. 2018), SPEC §11.
+"""Insertion and deletion games (RISE, Petsiuk et al. 2018), docs/methods.md §11.
 
 Pixels are ranked by |sum over channels of the attribution|. Deletion starts from
 the image and replaces `pixels_per_step` pixels per step, most salient first, by the

@@ -1,4 +1,4 @@
-"""Performance Information Curves: SIC and AIC (Kapishnikov et al. 2019, XRAI), SPEC §11.
+"""Performance Information Curves: SIC and AIC (Kapishnikov et al. 2019, XRAI), docs/methods.md §11.
 
 For each image: a "fully blurred" reconstruction from a random 1 % of its pixels, then
 reconstructions that also keep the top 0.5 %, 1 %, ..., 75 % most salient pixels. The
@@ -187,7 +187,7 @@ def pic(model, images: Any, attributions: Any, target: Any = None, random_mask: 
     random_mask: (B, H, W) bool masks to start from; None draws a fresh int(H*W *
         random_fraction) pixels per image from numpy's default_rng(seed).
     preprocess: uint8 tensor on `device` -> model input (default: float / 255).
-    thresholds: fractions of the most salient pixels kept (default SPEC's 13).
+    thresholds: fractions of the most salient pixels kept (the 13 of docs/methods.md §11).
     min_pred_value: skip check 1 (default 0.8, as PAIR). keep_monotonous: running max
         of the normalised score (default True). num_data_points: curve samples before
         the final (1, 1) point (default 1000).

@@ -1,4 +1,4 @@
-"""Reference Adversarial Gradient Integration (Pan et al. 2021), one input at a time: SPEC §5.
+"""Reference Adversarial Gradient Integration (Pan et al. 2021), one input at a time: docs/methods.md §5.
 
 For each adversarial class l, a plain loop as the paper writes it: evaluate the
 model at x_i, stop if its argmax is l, else take the gradients of softmax_l and

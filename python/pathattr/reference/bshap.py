@@ -1,4 +1,4 @@
-"""Reference BShap, one input at a time, as the Shapley formula is written (SPEC §9).
+"""Reference BShap, one input at a time, as the Shapley formula is written (docs/methods.md §9).
 
 Exact: for each feature i, the sum over every subset S of the other features of
 |S|! (d - |S| - 1)! / d! [F(x_{S+i}; x'_rest) - F(x_S; x'_rest)], one forward per

@@ -2,7 +2,7 @@
 
 EG (Erion et al.): for each input, J references drawn with replacement and k alphas
 per reference, one forward and one backward per (reference, alpha), as the paper
-writes the expectation. IG_D / IDG_D (SPEC §7): the mean of the reference IG / IDG
+writes the expectation. IG_D / IDG_D (docs/methods.md §7): the mean of the reference IG / IDG
 over every reference. The draws follow the recipe documented in pathattr.baselines.sets
 (written out again here: the references never import the fast path).
 For tests and benchmarks only.

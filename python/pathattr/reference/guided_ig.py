@@ -1,4 +1,4 @@
-"""Reference Guided IG (Kapishnikov et al. 2021, Algorithm 1), one input at a time: SPEC §4.
+"""Reference Guided IG (Kapishnikov et al. 2021, Algorithm 1), one input at a time: docs/methods.md §4.
 
 A plain loop over the T steps and, inside each, over selection rounds, in float64
 on one flattened input; the model is called on one point per step. For tests and

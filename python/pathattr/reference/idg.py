@@ -1,6 +1,6 @@
 """Reference Integrated Decision Gradients, one input at a time, as the paper writes it.
 
-Uniform IDG is Eq. (4); adaptive IDG is Algorithm 1 with SPEC §2.1's corrections:
+Uniform IDG is Eq. (4); adaptive IDG is Algorithm 1 with docs/methods.md §2.1's corrections:
 probe the logit-alpha curve at N + 1 points, place exactly M samples with the
 reference scheduler, then sum IF(alpha) * g(alpha) * weight. The importance factor
 is the chain-rule derivative dF/dalpha = g . (x - x') ("exact") or a backward

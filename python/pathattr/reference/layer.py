@@ -108,7 +108,7 @@ def _activation_graph(model, layer, z):
 
 
 def icg_one(model, values, target, certainty_channels=1, n_steps=100, method="riemann_middle"):
-    """ICG of one input as seed 004 writes it: sum_k w_k dF(x, c = alpha_k)/dc, x held fixed."""
+    """ICG of one input as the ICG paper writes it: sum_k w_k dF(x, c = alpha_k)/dc, x held fixed."""
     alphas, weights = quadrature(method, n_steps)
     c_shape = (certainty_channels,) + tuple(values.shape[1:])
     total = torch.zeros(c_shape, dtype=values.dtype)

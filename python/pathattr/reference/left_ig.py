@@ -1,4 +1,4 @@
-"""Reference Left-IG (Miglani et al. 2020), one input at a time: SPEC §3.
+"""Reference Left-IG (Miglani et al. 2020), one input at a time: docs/methods.md §3.
 
 Probe F(p(j/N)) for j = 0..N, find alpha* with the reference truncation (linear
 interpolation between probe points, `reference.truncate`), then IG with the rule

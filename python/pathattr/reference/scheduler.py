@@ -1,7 +1,7 @@
 """Reference scheduler: quadrature rules and the adaptive IDG grid in plain Python.
 
 An independent oracle for tests and benchmarks of the native `pathattr._scheduler`
-(csrc/quadrature.cpp, csrc/adaptive_grid.cpp). Written as SPEC sections 1 and 2.1
+(csrc/quadrature.cpp, csrc/adaptive_grid.cpp). Written as docs/methods.md §1 and §2.1
 read, with Python float loops, one example at a time; slow on purpose.
 
 The adaptive grid does every floating-point operation in the same order as the C++
@@ -24,7 +24,7 @@ QUADRATURE_METHODS = (
 
 
 def quadrature(method, n):
-    """Reference quadrature rule on [0, 1] with n points (SPEC section 1).
+    """Reference quadrature rule on [0, 1] with n points (docs/methods.md §1).
 
     An oracle for `pathattr._scheduler.quadrature`: the Riemann and trapezoid rules
     from their closed forms, Gauss-Legendre from numpy.polynomial.legendre.leggauss
@@ -75,7 +75,7 @@ def quadrature(method, n):
 
 
 def _interval_growth(L, N, growth, s):
-    """a_j for the curve scaled by s, and their sequential sum S (SPEC 2.1 steps 1-2)."""
+    """a_j for the curve scaled by s, and their sequential sum S (docs/methods.md §2.1 steps 1-2)."""
     a = []
     S = 0.0
     for j in range(N):
@@ -166,7 +166,7 @@ def _grid_one(L, M, growth, placement, floor, eps):
 
 
 def adaptive_grid(curves, M, growth="abs", placement="midpoint", floor=1, eps=1e-12):
-    """Reference adaptive IDG grid (SPEC section 2.1), one example at a time.
+    """Reference adaptive IDG grid (docs/methods.md §2.1), one example at a time.
 
     An oracle for `pathattr._scheduler.adaptive_grid`, which must match it bit for bit.
 

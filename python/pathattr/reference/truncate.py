@@ -1,4 +1,4 @@
-"""Reference Left-IG truncation point (SPEC section 3) in plain Python floats.
+"""Reference Left-IG truncation point (docs/methods.md §3) in plain Python floats.
 
 An oracle for `pathattr._scheduler.truncate` (csrc/truncate.cpp): the same
 floating-point operations in the same order, so the two agree bit for bit. If you
