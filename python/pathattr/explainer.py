@@ -14,6 +14,7 @@ from . import methods
 from .engine import packing
 from .engine.deadline import CallTimer, DeadlineExceeded, acquire_before, check_can_finish, resolve_deadline
 from .engine.core import PathEngine
+from .engine.runner import outside_inference_mode
 from .methods import distribution
 from .engine.checks import check_bool, check_device, check_device_of, check_positive_int, check_shape, first_tensor
 from .baselines.sets import DistributionBaseline
@@ -141,13 +142,8 @@ class Explainer:
             if rows is not None and limit is not None:
                 check_can_finish(limit, self._timer, rows)
             start = time.perf_counter()
-            if torch.is_inference_mode_enabled():  # gradients need autograd: leave inference mode for the call
-                with torch.inference_mode(False):
-                    res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
-                                    return_details)
-            else:
-                res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
-                                return_details)
+            res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                            return_details)
             if rows is not None:
                 self._timer.record(rows, time.perf_counter() - start)
         finally:
@@ -178,6 +174,7 @@ class Explainer:
             self.attribute(x, baselines=baselines, target=target, **kwargs)
         return self
 
+    @outside_inference_mode  # gradients need autograd: leave inference mode for the call
     def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
         if packing.is_tuple(inputs):  # several inputs: packed into one, the model wrapped for the call
             return packing.attribute(self._run_one, self.engine, self.method, inputs, baselines, target,

@@ -18,6 +18,7 @@ itself: it is not attribution and has its own loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,6 +40,19 @@ from .profiling import stage
 _BUDGET = {"cpu": 2 ** 17, "cuda": 2 ** 26}
 _MAX_ROWS = {"cpu": 1024, "cuda": 4096}
 MIN_ROWS = 16
+
+
+def outside_inference_mode(fn: Callable) -> Callable:
+    """Run `fn` with inference mode off: attributions are gradients, and under
+    torch.inference_mode() autograd records nothing, so every gradient would read as zero."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return run
 
 
 def chunk_rows(internal_batch_size: Optional[int], probe_batch_size: Optional[int], oom_rows: int, features: int,

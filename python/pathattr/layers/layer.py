@@ -20,7 +20,7 @@ from ..engine.checks import (check_bool, check_finite, check_model_device, norma
 from ..engine.targets import parse_target
 from ..engine.core import PathEngine
 from ..engine.packing import is_tuple
-from ..engine.runner import ModelRunner
+from ..engine.runner import ModelRunner, outside_inference_mode
 from .hooks import LayerReplaced, activations, check_layer
 
 
@@ -85,6 +85,7 @@ def _layer_inputs(inputs: Any, baselines: Any, model) -> Tuple[Tuple[torch.Tenso
     return tuple(x for x, _ in pairs), tuple(b for _, b in pairs)
 
 
+@outside_inference_mode  # attributions are gradients (see engine/runner.py)
 def attribute_layer(method: str, model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
                     attribute_to_layer_input: bool = False, return_convergence_delta: bool = False,
                     return_details: bool = False, engine_settings: Optional[dict] = None, **method_settings):

@@ -36,7 +36,7 @@ from ..engine import schedule as schedules
 from ..engine.checks import broadcasts_to, check_bool, check_choice, check_finite, check_positive_int
 from ..methods import ig
 from ..engine.core import PathEngine
-from ..engine.runner import ModelRunner
+from ..engine.runner import ModelRunner, outside_inference_mode
 from .hooks import check_layer, intercept
 from ..engine.targets import check_target_range, logits_of, select_output
 
@@ -138,6 +138,7 @@ def no_forward_ad_formula(err: BaseException) -> bool:
                                               or "forward mode ad" in text) and "layer" not in text
 
 
+@outside_inference_mode  # attributions are gradients (see engine/runner.py)
 def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None, target=None,
                               additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                               attribute_to_layer_input: bool = False, internal_batch_size: Optional[int] = None,
@@ -236,6 +237,7 @@ def neuron_conductance(model, layer, inputs, baselines=None, target=None, additi
                                      n_steps, method, attribute_to_layer_input, internal_batch_size, output, jvp)
 
 
+@outside_inference_mode  # attributions are gradients (see engine/runner.py)
 def prune_and_measure(model, layer, inputs, region_mask, n_prune: int, baselines=None, target=None,
                       n_steps: int = 50, method: str = "gausslegendre", output="logit", scores=None,
                       rank: str = "abs"):
