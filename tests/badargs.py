@@ -238,3 +238,27 @@ def check_refused(sig: Sig, label: str, value: Any) -> None:
     allowed = sig.calls.get(label, 0)
     assert calls() <= allowed, (f"{sig.name}({arg}={shown}) ran the model {calls()} time(s) before refusing it "
                                 f"(allowed {allowed}): {msg}")
+
+
+def signature_tests(signatures):
+    """The two tests of a table of signatures: every bad value is refused before the model
+    runs, and the valid call the table keeps does run (else every refusal would be vacuous).
+    A test module binds them: `test_refused, test_valid = signature_tests(SIGNATURES)`."""
+    import pytest
+    from hypothesis import given
+
+    case_list, ids = cases(signatures)
+
+    @pytest.mark.parametrize("sig, label", case_list, ids=ids)
+    @SETTINGS
+    @given(data=st.data())
+    def test_bad_argument_is_refused_before_the_model_runs(sig, label, data):
+        check_refused(sig, label, data.draw(sig.bad[label], label=label))
+
+    @pytest.mark.parametrize("sig", signatures, ids=[s.name for s in signatures])
+    def test_the_valid_call_runs(sig):
+        fn, kwargs, calls = sig.make()
+        fn(**kwargs)
+        assert (calls() > 0) == sig.runs_model
+
+    return test_bad_argument_is_refused_before_the_model_runs, test_the_valid_call_runs

@@ -10,16 +10,14 @@ from __future__ import annotations
 import copy
 import math
 
-import pytest
 import torch
-from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import pathattr as pa
-from badargs import (JUNK, NONFINITE, OBJECTS, SETTINGS, Counting, CountingTokens, Sig, baselines, broadcast_misfits,
-                     cases, check_refused, choices, counts, dtypes, flags, float_inputs, meta, models,
-                     nonfinite_tensor, reals_outside, targets, wrong_dtype_tensor)
+from badargs import (signature_tests, JUNK, NONFINITE, OBJECTS, Counting, CountingTokens, Sig, baselines,
+                     broadcast_misfits, choices, counts, dtypes, flags, float_inputs, meta, models, nonfinite_tensor,
+                     reals_outside, targets, wrong_dtype_tensor)
 from pathattr import methods
 from pathattr.engine import schedule as schedules
 from pathattr.engine.checks import MAX_STEPS
@@ -250,19 +248,4 @@ SIGNATURES = [
     Sig("prune_and_measure", neuron_make(pa.prune_and_measure, n_prune=2), PRUNE_BAD,
         calls={"n_prune:too_many": 1, "scores:shape": 1}),
 ]
-CASES, IDS = cases(SIGNATURES)
-
-
-@pytest.mark.parametrize("sig, label", CASES, ids=IDS)
-@SETTINGS
-@given(data=st.data())
-def test_bad_argument_is_refused_before_the_model_runs(sig, label, data):
-    check_refused(sig, label, data.draw(sig.bad[label], label=label))
-
-
-@pytest.mark.parametrize("sig", SIGNATURES, ids=[s.name for s in SIGNATURES])
-def test_the_valid_call_runs(sig):
-    """The arguments the property test keeps valid do work (else every refusal would be vacuous)."""
-    fn, kwargs, calls = sig.make()
-    fn(**kwargs)
-    assert (calls() > 0) == sig.runs_model
+test_bad_argument_is_refused_before_the_model_runs, test_the_valid_call_runs = signature_tests(SIGNATURES)

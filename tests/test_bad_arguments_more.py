@@ -5,16 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
-from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import pathattr as pa
 import pathattr.metrics as pm
-from badargs import (JUNK, NONFINITE, OBJECTS, SETTINGS, Counting, Sig, cases, check_refused, choices, counts, flags,
-                     meta, models, nonfinite_tensor, reals_outside, targets, wrong_dtype_tensor)
+from badargs import (signature_tests, JUNK, NONFINITE, OBJECTS, Counting, Sig, choices, counts, flags, meta, models,
+                     nonfinite_tensor, reals_outside, targets, wrong_dtype_tensor)
 from pathattr.engine import schedule as schedules
 from pathattr.engine.checks import MAX_STEPS
 
@@ -110,18 +108,4 @@ SIGNATURES = [
         dict(net=st.one_of(JUNK, st.none(), st.integers()), value_channels=ROWS,
              certainty_channels=st.one_of(ROWS, st.integers(3, 50))), runs_model=False),
 ]
-CASES, IDS = cases(SIGNATURES)
-
-
-@pytest.mark.parametrize("sig, label", CASES, ids=IDS)
-@SETTINGS
-@given(data=st.data())
-def test_bad_argument_is_refused_before_the_model_runs(sig, label, data):
-    check_refused(sig, label, data.draw(sig.bad[label], label=label))
-
-
-@pytest.mark.parametrize("sig", SIGNATURES, ids=[s.name for s in SIGNATURES])
-def test_the_valid_call_runs(sig):
-    fn, kwargs, calls = sig.make()
-    fn(**kwargs)
-    assert (calls() > 0) == sig.runs_model
+test_bad_argument_is_refused_before_the_model_runs, test_the_valid_call_runs = signature_tests(SIGNATURES)
