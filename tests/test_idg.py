@@ -141,3 +141,24 @@ def test_explainer_reuse_and_two_explainers(seed):
     a2, b2 = e1.attribute(x, target=0), e2.attribute(x, target=0)
     assert torch.equal(a1, a2) and torch.equal(b1, b2)
     assert "idg" in repr(e1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_grid_gives_the_same_bits_as_the_float64_grid(seed):
+    """Float32 calls without details take a float32 grid from the scheduler; it must be
+    the float64 grid rounded once, so attributions and deltas match a details call
+    (which keeps the float64 grid) bit for bit."""
+    from pathattr.engine import schedule as schedules
+
+    g = torch.Generator().manual_seed(seed)
+    curve = torch.randn(4, 13, generator=g, dtype=torch.float64).cumsum(1)
+    s64 = schedules.adaptive(curve, 50)
+    s32 = schedules.adaptive(curve, 50, dtype="float32")
+    assert s32.alphas.dtype == s32.weights.dtype == torch.float32
+    assert torch.equal(s32.alphas, s64.alphas.float()) and torch.equal(s32.weights, s64.weights.float())
+    model = SmoothMLP(12, 5).eval()
+    x = torch.randn(3, 12, generator=g)
+    attr, delta = pa.integrated_decision_gradients(model, x, n_steps=37, return_convergence_delta=True)
+    res = pa.integrated_decision_gradients(model, x, n_steps=37, return_details=True)
+    assert res.alphas.dtype == torch.float64
+    assert torch.equal(attr, res.attributions) and torch.equal(delta, res.delta)

@@ -24,7 +24,8 @@ PLACEMENTS = ("midpoint", "left")
 
 @dataclass
 class Schedule:
-    """alphas, weights: (B, S) float64 on the CPU; counts: (B, N) per probe interval or None."""
+    """alphas, weights: (B, S) on the CPU, float64 (float32 where the caller asked the
+    scheduler for it: `adaptive(dtype=...)`); counts: (B, N) per probe interval or None."""
 
     alphas: torch.Tensor
     weights: torch.Tensor
@@ -39,6 +40,8 @@ class Schedule:
         """(alphas, weights) on `device` in the given dtypes. A uniform rule's are converted
         once per process and expanded per call (two copies fewer per call)."""
         if self.rule is None:
+            if self.alphas.dtype == alpha_dtype and self.weights.dtype == weight_dtype and device.type == "cpu":
+                return self.alphas, self.weights  # already what the passes use (no .to dispatch)
             return self.alphas.to(device=device, dtype=alpha_dtype), self.weights.to(device=device, dtype=weight_dtype)
         return _rule_on(self.rule[0], self.rule[1], self.alphas.shape[0], device, alpha_dtype, weight_dtype)
 
@@ -97,11 +100,15 @@ def probe_grid(n_probe: int, batch: int, device: torch.device, dtype: torch.dtyp
 
 
 def adaptive(curves: torch.Tensor, n_steps: int, growth: str = "abs", placement: str = "midpoint",
-             floor: int = 1) -> Schedule:
-    """docs/methods.md §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example."""
+             floor: int = 1, dtype: str = "float64") -> Schedule:
+    """docs/methods.md §2.1 grids from probe curves (B, N + 1): exactly n_steps samples per example.
+
+    dtype "float32": alphas and weights rounded once by the scheduler (the values a
+    float64 grid's .to(float32) gives), so float32 passes need no conversion."""
     c = curves.detach() if curves.requires_grad else curves
     c = (c if c.device.type == "cpu" else c.cpu()).numpy()  # the binding casts to C-ordered float64 itself
-    a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor)
+    a, w, counts = _scheduler.adaptive_grid(c, n_steps, growth=growth, placement=placement, floor=floor,
+                                                dtype=dtype)
     return Schedule(torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(counts))
 
 
