@@ -1,0 +1,94 @@
+"""What the text functions return (docs/methods.md §15)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+
+@dataclass
+class TokenAttribution:
+    """Token attributions of B texts, right-padded to the longest of them (L tokens).
+
+    scores: (B, L) the embedding attribution summed over the embedding dimension
+        (signed; sum over tokens = F(x) - F(x') up to `delta`). Padding: exactly 0.
+    norms: (B, L) its L2 norm over the embedding dimension (unsigned).
+    input_ids, attention_mask: (B, L) int64 as the model saw them (right-padded for
+        lists of texts; as given for a tensor batch).
+    lengths: (B,) tokens per text (attention_mask.sum(1)).
+    baseline_ids: (B, L) the baseline's token ids (None for baseline="zeros" and reference sets).
+    target: (B,) the explained class / token id. position: (B,) the explained
+        position (masked and causal LM), None for sequence classification.
+    tokens: per text, its `lengths[i]` token strings (None without a tokenizer).
+    delta: (B,) convergence delta (sum of scores - (F(x) - F(x'))), when computed.
+    embeddings: (B, L, E) the full embedding attributions (return_embeddings=True).
+    task, method, output, settings: what was computed.
+    details: the engine's AttributionResult per bucket (return_details=True), with
+        `buckets` the indices of the texts in each.
+    """
+
+    scores: torch.Tensor
+    norms: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lengths: torch.Tensor
+    target: torch.Tensor
+    baseline_ids: Optional[torch.Tensor] = None
+    position: Optional[torch.Tensor] = None
+    tokens: Optional[List[List[str]]] = None
+    delta: Optional[torch.Tensor] = None
+    embeddings: Optional[torch.Tensor] = None
+    task: str = ""
+    method: str = ""
+    output: str = "logit"
+    settings: Dict[str, Any] = field(default_factory=dict)
+    details: Optional[List[Any]] = None
+    buckets: Optional[List[List[int]]] = None
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    def text(self, i: int) -> Dict[str, Any]:
+        """Text i without padding: ids, tokens, scores, norms (1-D, its own length), target, delta."""
+        raise NotImplementedError
+
+
+@dataclass
+class GenerationAttribution:
+    """Attribution of a generated continuation to the tokens before it (one prompt).
+
+    The sequence s = prompt (P tokens) + continuation (T tokens), N = P + T.
+    matrix: (T, N) row k: the attribution of continuation token k's value
+        (log p(s_{P+k} | s_<P+k) or its logit) to every source position j; zero for
+        j >= P + k (later tokens) and, with attribute_to="prompt", for j >= P.
+    norms: (T, N) the L2 norm over the embedding dimension (same zeros).
+    embeddings: (T, N, E) full embedding attributions (return_embeddings=True).
+    input_ids: (N,) the whole sequence; prompt_length: P; continuation_ids: (T,).
+    tokens: N token strings (None without a tokenizer).
+    values: (T,) each continuation token's value at the input; baseline_values: (T,)
+        at the baseline; delta: (T,) sum of row k - (values - baseline_values).
+    baseline_ids: (N,) the baseline's ids (None for baseline="zeros").
+    output: "log_prob" or "logit"; attribute_to: "all" or "prompt".
+    """
+
+    matrix: torch.Tensor
+    norms: torch.Tensor
+    input_ids: torch.Tensor
+    prompt_length: int
+    continuation_ids: torch.Tensor
+    values: torch.Tensor
+    baseline_values: Optional[torch.Tensor] = None
+    delta: Optional[torch.Tensor] = None
+    baseline_ids: Optional[torch.Tensor] = None
+    tokens: Optional[List[str]] = None
+    embeddings: Optional[torch.Tensor] = None
+    output: str = "log_prob"
+    attribute_to: str = "all"
+    method: str = "ig"
+    settings: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_matrix(self) -> torch.Tensor:
+        """(T, P): the prompt's columns (what Captum's LLMAttributionResult.token_attr holds)."""
+        return self.matrix[:, :self.prompt_length]
