@@ -76,6 +76,18 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
                                                     "cpu, cuda:N")
 
 
+def add_text_options(p: argparse.ArgumentParser) -> None:
+    """How texts become tokens and batches (text data in `attribute`, a text model in `serve`)."""
+    p.add_argument("--tokenizer", default=None, help="text: a Hugging Face tokenizer folder or module:factory "
+                                                      "(default: the --model folder)")
+    p.add_argument("--max-length", type=int, default=None, help="text: tokens kept per text (default: the "
+                                                                 "tokenizer's / model's limit, else 512)")
+    p.add_argument("--max-tokens", type=int, default=None, help="text: padded tokens per length bucket "
+                                                                 "(default: no limit beyond the batch size)")
+    p.add_argument("--token-baseline", choices=("pad", "unk", "mask", "zeros"), default="pad",
+                   help="text: the baseline token at every position, or zeros (a zero embedding; default pad)")
+
+
 def method_settings(args) -> dict:
     """--set pairs and --steps as the Explainer's keyword arguments."""
     kw = dict(args.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..options import add_method_options, add_model_options
+from ..options import add_method_options, add_model_options, add_text_options
 from .config import STORE_DTYPES, JobConfig, JobError
 
 
@@ -24,7 +24,12 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (created; rerun into it to resume)")
     add_method_options(p)  # --model --checkpoint --method --steps --set --internal-batch-size --dtype --output --device
     p.add_argument("--data", default=None, help="image folder, .npy/.npz or module:factory Dataset "
-                                                 "(default: bundled digits, held-out split)")
+                                                 "(default: bundled digits, held-out split); or texts: "
+                                                 ".jsonl / .csv / .tsv (with --model a Hugging Face folder)")
+    p.add_argument("--text-field", default=None, help="text data: the field holding the text (default text)")
+    p.add_argument("--label-field", default=None, help="text data: the field holding the label (class index "
+                                                        "or the model's label name; optional)")
+    add_text_options(p)  # --tokenizer --max-length --max-tokens --token-baseline
     p.add_argument("--preprocess", default=None, help="JSON file: mode, resize, scale, mean, std (recorded in the run)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per attribution call (default 32)")
@@ -61,7 +66,9 @@ def run_attribute(args, parser) -> int:
                     internal_batch_size=args.internal_batch_size, dtype=args.dtype, store_dtype=args.store_dtype,
                     target=args.target, baseline=args.baseline, output=args.output, device=args.device,
                     workers=args.workers, strict=args.strict, quiet=args.quiet, log_json=args.log_json,
-                    references=args.references, bank=args.bank, n_baselines=args.n_baselines)
+                    references=args.references, bank=args.bank, n_baselines=args.n_baselines,
+                    text_field=args.text_field, label_field=args.label_field, tokenizer=args.tokenizer,
+                    max_length=args.max_length, max_tokens=args.max_tokens, token_baseline=args.token_baseline)
     from .runner import run_job
 
     try:

@@ -20,6 +20,9 @@ STORE_DTYPES = ("float32", "float16")
 TARGETS = ("pred", "label")
 # Preprocessing keys a config file may set (see inputs.Preprocess).
 PREPROCESS_KEYS = ("mode", "resize", "scale", "mean", "std")
+# Text data (job/text.py): the files read as texts, and the token baselines.
+TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
+TOKEN_BASELINES = ("pad", "unk", "mask", "zeros")
 
 
 class JobError(Exception):
@@ -60,6 +63,13 @@ class JobConfig:
     bank: None, or an LPI reference bank file (`pathattr lpi-bank`); required by lpi.
     n_baselines: with ig / idg and references: K references drawn per item (seed 0);
         None (default) averages over all R references (R paths per item).
+
+    Text data (a .jsonl, .csv or .tsv `data` file; job/text.py):
+    text_field: the texts' field (default "text"); label_field: the labels' (optional:
+        class indices or the model's label names). tokenizer: a folder or module:factory
+        (default: the model's folder). max_length: tokens kept per text (default: the
+        tokenizer's / model's limit, else 512). max_tokens: padded tokens per length
+        bucket (batch_size texts at most per bucket). token_baseline: pad, unk, mask or zeros.
     """
 
     out: str
@@ -87,6 +97,16 @@ class JobConfig:
     references: Optional[str] = None
     bank: Optional[str] = None
     n_baselines: Optional[int] = None
+    text_field: Optional[str] = None
+    label_field: Optional[str] = None
+    tokenizer: Optional[str] = None
+    max_length: Optional[int] = None
+    max_tokens: Optional[int] = None
+    token_baseline: str = "pad"
+
+    def is_text(self) -> bool:
+        """A text run: `data` is a .jsonl, .csv or .tsv file."""
+        return isinstance(self.data, str) and Path(self.data).suffix.lower() in TEXT_SUFFIXES
 
     def check(self) -> "JobConfig":
         """Validate every field; raise ValueError/TypeError naming it. Returns self."""
@@ -94,7 +114,7 @@ class JobConfig:
             raise ValueError("out must name a run folder")
         for name in ("batch_size", "chunk_size"):
             _positive_int(getattr(self, name), name)
-        for name in ("steps", "limit", "internal_batch_size", "n_baselines"):
+        for name in ("steps", "limit", "internal_batch_size", "n_baselines", "max_length", "max_tokens"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
@@ -115,6 +135,17 @@ class JobConfig:
         for name in ("references", "bank"):
             if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
                 raise TypeError(f"{name} must be a file path (str), got {getattr(self, name)!r}")
+        _choice(self.token_baseline, "token_baseline", TOKEN_BASELINES)
+        if not self.is_text():
+            for name in ("text_field", "label_field", "tokenizer", "max_length", "max_tokens"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to text data (a .jsonl, .csv or .tsv file as data); "
+                                     f"data is {self.data or 'the bundled digits'}")
+            if self.token_baseline != "pad":
+                raise ValueError("token_baseline applies to text data (a .jsonl, .csv or .tsv file as data)")
+        for name in ("text_field", "label_field"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
+                raise TypeError(f"{name} must be a field name (str), got {getattr(self, name)!r}")
         for name in ("checkpoint", "preprocess"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

@@ -3,7 +3,8 @@
 Settings (as given and as recorded), throughput per session, per-item summaries
 (targets, F(x), convergence delta), metric summaries when a metrics step left
 `RUN_DIR/metrics.json` or `RUN_DIR/metrics/*.json` (any JSON objects; nested keys are
-flattened into rows), and a grid of example heatmaps embedded as a PNG.
+flattened into rows), and a grid of example heatmaps embedded as a PNG; for a text run
+(job/text.py) the first texts' token heatmaps instead (apps/text_views.py).
 """
 from __future__ import annotations
 
@@ -89,6 +90,26 @@ def _heatmaps(arrays: Dict[str, Any], finished: List[Tuple[int, int]], method: s
         return base64.b64encode(png.read_bytes()).decode()
 
 
+def _text_examples(arrays: Dict[str, Any], finished: List[Tuple[int, int]], n: int,
+                   labels: Optional[Dict[str, str]]) -> Optional[str]:
+    """Token heatmaps of the first n finished texts, each on its own colour scale."""
+    from ..text_views import token_heatmap_html
+    from .text import read_text_item
+
+    rows = [i for a, b in sorted(finished) for i in range(a, b)][:n]
+    if not rows:
+        return None
+    name = (lambda c: f"{c} ({labels[str(c)]})" if labels and str(c) in labels else str(c))
+    parts = []
+    for i in rows:
+        item = read_text_item(arrays, i)
+        value = float(arrays["logit"][i]) if "logit" in arrays else None
+        parts.append(token_heatmap_html(item["tokens"], item["scores"].astype(np.float64), title=f"#{i}",
+                                        target=name(item["target"]), target_value=value,
+                                        label=name(item["label"]) if item["label"] >= 0 else None))
+    return "".join(parts)
+
+
 def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
     """Write the HTML report of `run_dir` (default RUN_DIR/report.html); returns its path."""
     run_dir = Path(run_dir)
@@ -107,8 +128,14 @@ def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
     spans = sorted((m["start"], m["stop"]) for m in done.values())
     sel = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, dtype=np.int64)
 
+    text_run = "token_offsets" in arrays
+    css = _CSS
+    if text_run:
+        from ..text_views import CSS as text_css
+
+        css += text_css
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>pathattr run {html.escape(run_dir.name)}"
-             f"</title><style>{_CSS}</style></head><body>",
+             f"</title><style>{css}</style></head><body>",
              f"<h1>pathattr run <code>{html.escape(str(run_dir))}</code></h1>"]
     status = (f"complete: {n_items} items in {manifest['chunks']} chunks" if manifest and manifest.get("complete")
               else f"<span class='warn'>incomplete: {len(sel)} of {n_items} items finished; rerun the same "
@@ -146,6 +173,10 @@ def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
         lab = arrays["label"][...][sel]
         if (lab >= 0).all():
             rows.append(("target == label", f"{(tg == lab).mean():.3f}"))
+        if text_run:
+            nt = arrays["n_tokens"][...][sel]
+            rows.append(("tokens per text", f"mean {nt.mean():.1f}, min {nt.min()}, max {nt.max()}"))
+            rows.append(("texts cut to --max-length", f"{int(arrays['truncated'][...][sel].sum())}"))
         parts.append(_table(rows, ("quantity", "over finished items")))
 
     metrics = _metrics(run_dir)
@@ -156,7 +187,12 @@ def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
     else:
         parts.append("<p>No metric summaries in this run folder (metrics.json or metrics/*.json).</p>")
 
-    if n_examples:
+    if n_examples and text_run:
+        frag = _text_examples(arrays, spans, n_examples, run.get("labels"))
+        parts.append("<h2>Examples</h2><p>Token attributions (the sum over the embedding), blue negative, "
+                     "red positive, each text on its own scale.</p>")
+        parts.append(frag if frag else "<p>No finished examples to draw.</p>")
+    elif n_examples:
         png = _heatmaps(arrays, spans, ident["method"], n_examples)
         parts.append("<h2>Examples</h2>")
         parts.append(f"<img alt='inputs and attribution heatmaps' src='data:image/png;base64,{png}'>" if png

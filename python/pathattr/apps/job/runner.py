@@ -310,7 +310,12 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
     job = None
     try:
         device = resolve_device(cfg.device, d.local_rank)
-        job = _Job(cfg, d, device)
+        if cfg.is_text():  # a .jsonl / .csv / .tsv of texts: the ragged text run (job/text.py)
+            from .text import TextJob
+
+            job = TextJob(cfg, d, device)
+        else:
+            job = _Job(cfg, d, device)
         # The clock starts before the store is made: creating it computes the first batch,
         # which counts in this run's time and items/s like every other batch.
         t0 = time.perf_counter()

@@ -6,6 +6,12 @@
         delta (N,) float32: the convergence delta, when the method reports one
         probe_curve (N, P) float32 when the method probes the path (IDG adaptive)
         preview_inputs (K, *shape) float32: the first K inputs, for `pathattr report`
+    A text run (job/text.py) instead of attributions and preview_inputs has
+        n_tokens, token_offsets (N,) int64: text i's tokens are the flat rows
+            [token_offsets[i], token_offsets[i] + n_tokens[i]) of
+        token_ids (int64), tokens (str), token_scores, token_norms (store dtype): ragged,
+            job chunk k's tokens from row k * C on (C = attrs["ragged"][name], the most
+            tokens of any job chunk), the rest of its span zero (compressed away)
     RUN_DIR/chunks/chunk-NNNNNN.json   commit marker of a finished chunk
     RUN_DIR/manifest.json     every finished chunk and the throughput, written at the end
     RUN_DIR/run.json          the settings as given (identity and the rest)
@@ -79,6 +85,7 @@ class RunStore:
         self.store_path = self.run_dir / STORE
         self.chunk_dir = self.run_dir / CHUNKS
         self._arrays: Dict[str, Any] = {}
+        self._ragged: Dict[str, int] = {}  # flat per-token array -> rows reserved per job chunk
 
     # ------------------------------------------------------------------ checks
 
@@ -115,12 +122,15 @@ class RunStore:
     # ------------------------------------------------------------------ create / open
 
     def create(self, identity: Dict[str, Any], n: int, schema: Dict[str, Any], chunk_size: int,
-               preview, run_info: Dict[str, Any]) -> None:
+               preview, run_info: Dict[str, Any], ragged: Optional[Dict[str, Any]] = None) -> None:
         """Create every array (overwriting a half-created store), then the identity last:
         a store without identity is unfinished and is created again by the next run.
 
         schema: name -> (trailing shape, dtype) of each per-item array, e.g.
         {"attributions": ((1, 8, 8), "float32"), "delta": ((), "float32")}.
+        preview: the first inputs (None: no preview array).
+        ragged: name -> (rows per job chunk C, dtype) of flat arrays whose job chunk k owns
+        rows [k * C, (k + 1) * C): one Zarr chunk each, so one writer per file as above.
         """
         zarr = _zarr()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,16 +138,23 @@ class RunStore:
         for name, (tail, dtype) in schema.items():
             tail = tuple(int(s) for s in tail)
             root.create_array(name, shape=(n,) + tail, chunks=(chunk_size,) + tail, dtype=dtype, fill_value=0)
-        pv = np.ascontiguousarray(preview, dtype=np.float32)
-        root.create_array("preview_inputs", shape=pv.shape, chunks=pv.shape, dtype="float32", fill_value=0)
-        root["preview_inputs"][...] = pv
+        n_chunks = -(-n // chunk_size)
+        for name, (cap, dtype) in (ragged or {}).items():
+            fill = "" if dtype == "str" else 0
+            root.create_array(name, shape=(n_chunks * int(cap),), chunks=(int(cap),), dtype=dtype, fill_value=fill)
+        if preview is not None:
+            pv = np.ascontiguousarray(preview, dtype=np.float32)
+            root.create_array("preview_inputs", shape=pv.shape, chunks=pv.shape, dtype="float32", fill_value=0)
+            root["preview_inputs"][...] = pv
         write_json_atomic(self.run_dir / RUN_FILE, run_info)
-        root.attrs.update({ID_KEY: identity, "format": FORMAT})
+        extra = {"ragged": {name: int(cap) for name, (cap, _) in ragged.items()}} if ragged else {}
+        root.attrs.update({ID_KEY: identity, "format": FORMAT, **extra})
         self.chunk_dir.mkdir(exist_ok=True)
 
     def open(self) -> "RunStore":
         root = _zarr().open_group(str(self.store_path), mode="r+")
         self._arrays = {name: arr for name, arr in root.arrays()}
+        self._ragged = dict(root.attrs.get("ragged", {}))
         self.chunk_dir.mkdir(exist_ok=True)
         return self
 
@@ -171,10 +188,17 @@ class RunStore:
         return out
 
     def write_chunk(self, k: int, start: int, data: Dict[str, np.ndarray], info: Dict[str, Any]) -> None:
-        """Write chunk k's rows [start, start + len) of every array, then its marker."""
+        """Write chunk k's rows [start, start + len) of every array (ragged ones from
+        k * C on), then its marker."""
         stop = start + len(data["index"])
         for name, values in data.items():
-            self._arrays[name][start:stop] = values
+            if name in self._ragged:
+                if len(values) > self._ragged[name]:
+                    raise JobError(f"chunk {k} has {len(values)} rows of {name}; the store reserves {self._ragged[name]}")
+                at = k * self._ragged[name]
+                self._arrays[name][at:at + len(values)] = values
+            else:
+                self._arrays[name][start:stop] = values
         write_json_atomic(self.marker(k), dict(info, chunk=k, start=start, stop=stop))
 
     def write_manifest(self, manifest: Dict[str, Any]) -> None:
