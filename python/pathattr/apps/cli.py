@@ -59,10 +59,13 @@ def main(argv=None) -> int:
 
 def add_serve_parser(sub) -> None:
     """`pathattr.apps.serve`: attributions over HTTP (see pathattr.apps.serve)."""
-    from .options import add_method_options
+    from .options import add_method_options, add_text_options
 
-    p = sub.add_parser("serve", help="serve attributions over HTTP (KServe v1 / TorchServe-style explain routes)")
+    p = sub.add_parser("serve", help="serve attributions over HTTP (KServe v1 / TorchServe-style explain routes)",
+                       description="Serve one model's attributions. A Hugging Face model folder as --model (or "
+                                   "module:factory with --tokenizer) serves texts: per-token scores.")
     add_method_options(p)  # --model --checkpoint --method --steps --set --internal-batch-size --dtype --output --device
+    add_text_options(p)  # --tokenizer --max-length --max-tokens --token-baseline (text models)
     p.add_argument("--input-shape", default=None, help="one instance's shape, e.g. 3,224,224 (not needed for digits)")
     p.add_argument("--name", default=None, help="the model's name in the routes (default: digits / file stem / attr)")
     p.add_argument("--host", default="127.0.0.1")
@@ -91,6 +94,15 @@ def run_serve(parser, args) -> int:
     settings = method_settings(args)
     if args.internal_batch_size is not None:
         settings["internal_batch_size"] = args.internal_batch_size
+    from .text_inputs import is_hf_folder
+
+    if is_hf_folder(args.model) or args.tokenizer is not None:  # a text model (serve/text.py)
+        return _run_text_serve(parser, args, settings)
+    for flag in ("max_length", "max_tokens"):
+        if getattr(args, flag) is not None:
+            parser.error(f"--{flag.replace('_', '-')} applies to a text model (a Hugging Face folder as --model)")
+    if args.token_baseline != "pad":
+        parser.error("--token-baseline applies to a text model (a Hugging Face folder as --model)")
     if args.cuda_graphs:
         settings["cuda_graphs"] = True
     try:
@@ -100,6 +112,25 @@ def run_serve(parser, args) -> int:
                                      max_queue=args.max_queue, timeout_ms=args.timeout_ms,
                                      max_body_bytes=args.max_body_bytes, torch_threads=args.threads,
                                      explainer_kwargs=dict(settings, output=args.output))
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    run(build_app(service), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _run_text_serve(parser, args, settings) -> int:
+    from .serve import TextExplanationService, build_app, load_text_spec, run
+
+    if args.input_shape is not None or args.cuda_graphs:
+        parser.error("--input-shape and --cuda-graphs apply to tensor models, not to a text model")
+    try:
+        spec = load_text_spec(args.model, args.tokenizer, args.name, args.device, checkpoint=args.checkpoint,
+                              dtype=args.dtype, max_length=args.max_length)
+        service = TextExplanationService(spec, args.method, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                         max_queue=args.max_queue, timeout_ms=args.timeout_ms,
+                                         max_body_bytes=args.max_body_bytes, torch_threads=args.threads,
+                                         max_tokens=args.max_tokens, token_baseline=args.token_baseline,
+                                         output=args.output, attribute_kwargs=settings)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     run(build_app(service), host=args.host, port=args.port, log_level=args.log_level)

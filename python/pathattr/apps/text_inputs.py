@@ -24,6 +24,8 @@ import torch
 from .job.config import JobError
 from .loading import LoadError, call_factory, load_checkpoint
 
+# The methods `pathattr.text.attribute_tokens` runs without a reference set.
+TEXT_METHODS = ("ig", "idg", "left_ig")
 # Texts longer than this many tokens are cut when neither --max-length nor the
 # tokenizer / model says less (tokenizers without a limit report ~1e30).
 DEFAULT_MAX_LENGTH = 512

@@ -31,8 +31,7 @@ from .inputs import model_fingerprint
 from .runner import _Job, _jsonable
 from .store import RunStore
 
-# Methods attribute_tokens runs without a reference set (expected_gradients needs one).
-TEXT_METHODS = ("ig", "idg", "left_ig")
+TEXT_METHODS = ti.TEXT_METHODS
 RAGGED = ("token_ids", "tokens", "token_scores", "token_norms")
 
 

@@ -31,10 +31,13 @@ _ARRAY = {"type": "object", "required": ["b64", "shape"], "properties": {
     "dtype": {"type": "string", "enum": ["float16", "float32", "float64"], "default": "float32"},
     "shape": {"type": "array", "items": {"type": "integer"}}}}
 _NESTED = {"type": "array", "description": "nested lists of numbers with the model's input shape", "items": {}}
+# A text model's instances (serve/text.py): a string, or {"text": str}.
+_TEXT = {"anyOf": [{"type": "string", "minLength": 1},
+                   {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}]}
 REQUEST_SCHEMA = {
     "type": "object", "required": ["instances"],
     "properties": {
-        "instances": {"type": "array", "minItems": 1, "items": {"anyOf": [_NESTED, _ARRAY]}},
+        "instances": {"type": "array", "minItems": 1, "items": {"anyOf": [_NESTED, _ARRAY, _TEXT]}},
         "parameters": {"type": "object", "properties": {
             "target": {"description": "null (argmax), an int for all, or one int/null per instance",
                        "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": ["integer", "null"]}},
@@ -42,14 +45,21 @@ REQUEST_SCHEMA = {
             "encoding": {"type": "string", "enum": ["list", "base64"], "default": "list"},
             "dtype": {"type": "string", "enum": ["float32", "float16"], "default": "float32"},
             "heatmap": {"type": "boolean", "default": False, "description": "add a base64 PNG of |attributions|"},
-            "timeout_ms": {"type": "number", "exclusiveMinimum": 0}}}}}
+            "timeout_ms": {"type": "number", "exclusiveMinimum": 0},
+            "norms": {"type": "boolean", "default": False, "description": "text: also the L2 norm per token"}}}}}
 RESPONSE_SCHEMA = {
     "type": "object", "properties": {
         "model_name": {"type": "string"}, "method": {"type": "string"},
         "explanations": {"type": "array", "items": {"type": "object", "properties": {
             "target": {"type": "integer"},
             "attributions": {"anyOf": [_NESTED, _ARRAY]},
-            "heatmap_png": {"type": "string"}}}}}}
+            "heatmap_png": {"type": "string"},
+            "tokens": {"type": "array", "items": {"type": "string"}, "description": "text models"},
+            "token_ids": {"type": "array", "items": {"type": "integer"}},
+            "scores": {"type": "array", "items": {"type": "number"}, "description": "per token: the sum over the "
+                                                                                     "embedding's attributions"},
+            "target_label": {"type": "string"}, "delta": {"type": "number"},
+            "truncated": {"type": "boolean"}}}}}}
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}}
 _ERRORS = {str(c): {"description": d, "content": {"application/json": {"schema": ERROR_SCHEMA}}} for c, d in (
     (400, "malformed JSON"), (404, "unknown model"), (413, "payload or batch too large"),
@@ -92,7 +102,7 @@ def build_app(service) -> FastAPI:
             await asyncio.get_running_loop().run_in_executor(None, service.close)
 
     app = FastAPI(title="pathattr serve", version=_version(), lifespan=lifespan,
-                  description=f"Path attributions ({service.explainer.method}) of model '{service.spec.name}'.")
+                  description=f"Path attributions ({service.method}) of model '{service.spec.name}'.")
     metrics = service.metrics
     app.state.service = service
 
@@ -141,6 +151,8 @@ def build_app(service) -> FastAPI:
             raise BadRequest(400, "malformed JSON: nested too deeply for the decoder") from None
         if not isinstance(payload, dict) or "instances" not in payload:
             raise BadRequest(422, "the body must be a JSON object with 'instances'")
+        if getattr(service, "kind", "image") == "text":
+            return await _explain_texts(payload)
         enc, dt, want_png, timeout_ms, target = parse_options(payload.get("parameters"))
         spec = service.spec
         x = decode_instances(payload["instances"], spec.input_shape, spec.dtype, service.max_batch)
@@ -159,7 +171,21 @@ def build_app(service) -> FastAPI:
             if want_png:
                 item["heatmap_png"] = heatmap_png(a)
             out.append(item)
-        return JSONResponse({"model_name": spec.name, "method": service.explainer.method, "explanations": out})
+        return JSONResponse({"model_name": spec.name, "method": service.method, "explanations": out})
+
+    async def _explain_texts(payload) -> Response:
+        """A text model's request (serve/text.py): texts in, per-token scores out."""
+        ids, cut, targets, opts = service.decode(payload)
+        timeout = (opts["timeout_ms"] if opts["timeout_ms"] is not None else service.timeout_ms) / 1e3
+        fut = service.batcher.submit(ids, targets, deadline=time.monotonic() + timeout)
+        try:
+            results = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except asyncio.TimeoutError:
+            fut.cancel()
+            metrics.deadline_exceeded.inc()
+            raise DeadlineExceeded(f"deadline exceeded: no result within {timeout * 1e3:.3g} ms") from None
+        return JSONResponse({"model_name": service.spec.name, "method": service.method,
+                             "explanations": service.encode(results, cut, opts)})
 
     @app.post("/v1/models/{name}:explain", openapi_extra=_EXPLAIN_DOC, summary="Explain (KServe v1)")
     async def kserve_explain(name: str, request: Request):
@@ -173,7 +199,9 @@ def build_app(service) -> FastAPI:
     async def model_status(name: str):
         if name != service.spec.name:
             return _error(404, f"unknown model {name!r}; this server serves {service.spec.name!r}")
-        return {"name": name, "ready": service.ready, "method": service.explainer.method,
+        if getattr(service, "kind", "image") == "text":
+            return service.status()
+        return {"name": name, "ready": service.ready, "method": service.method,
                 "input_shape": list(service.spec.input_shape), "dtype": str(service.spec.dtype).replace("torch.", ""),
                 "num_classes": service.spec.num_classes, "max_batch": service.max_batch}
 

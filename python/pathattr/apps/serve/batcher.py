@@ -81,7 +81,7 @@ class DynamicBatcher:
 
     def submit(self, inputs: torch.Tensor, targets: Sequence[Optional[int]], deadline: Optional[float] = None) -> Future:
         """Queue (n, *shape) inputs with n targets (None: argmax). Returns a Future."""
-        n = inputs.shape[0]
+        n = self.rows_of(inputs)
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"inputs must have between 1 and max_batch ({self.max_batch}) rows, got {n}")
         if len(targets) != n:
@@ -123,15 +123,15 @@ class DynamicBatcher:
                     return None
                 self._cond.wait()
             batch = [self._queue.popleft()]
-            rows = batch[0].inputs.shape[0]
+            rows = self.rows_of(batch[0].inputs)
             until = time.monotonic() + self.max_wait
             while rows < self.max_batch:
                 if self._queue:
-                    if rows + self._queue[0].inputs.shape[0] > self.max_batch:
+                    if rows + self.rows_of(self._queue[0].inputs) > self.max_batch:
                         break
                     req = self._queue.popleft()
                     batch.append(req)
-                    rows += req.inputs.shape[0]
+                    rows += self.rows_of(req.inputs)
                     continue
                 left = until - time.monotonic()
                 if left <= 0 or self._closed:
@@ -165,7 +165,7 @@ class DynamicBatcher:
                 self._expire(req, "deadline exceeded while queued")
             else:
                 live.append(req)
-        rows = sum(r.inputs.shape[0] for r in live)
+        rows = sum(self.rows_of(r.inputs) for r in live)
         need = self._timer.lower_bound(rows)
         ok = []
         for req in live:  # a request whose deadline falls before the fastest call of this size would end
@@ -189,6 +189,20 @@ class DynamicBatcher:
             return
         for req, res in zip(ok, results):
             req.future.set_result(res)
+
+    @staticmethod
+    def rows_of(inputs) -> int:
+        """Rows (instances) in one request's inputs: a tensor's first dimension here;
+        a subclass batching other inputs (serve/text.py: lists of token ids) says its own."""
+        return inputs.shape[0]
+
+    def record(self, rows: int, n_requests: int, took: float) -> None:
+        """One attribute call's size and time, for the deadline estimate and the metrics."""
+        self._timer.record(rows, took)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(rows)
+            self.metrics.batch_requests.observe(n_requests)
+            self.metrics.compute.observe(took)
 
     def _expire(self, req: _Request, why: str) -> None:
         if self.metrics is not None:
@@ -222,15 +236,10 @@ class DynamicBatcher:
             attr[gi], attr[ni] = part, res.attributions
             tout = torch.empty(x.shape[0], dtype=torch.long, device=dev)
             tout[gi], tout[ni] = tg, res.target.to(dev)
-        took = time.perf_counter() - start
-        self._timer.record(x.shape[0], took)
-        if self.metrics is not None:
-            self.metrics.batch_size.observe(x.shape[0])
-            self.metrics.batch_requests.observe(len(reqs))
-            self.metrics.compute.observe(took)
+        self.record(x.shape[0], len(reqs), time.perf_counter() - start)
         attr = attr.detach().cpu()
         tout = tout.detach().cpu()
-        sizes = [r.inputs.shape[0] for r in reqs]
+        sizes = [self.rows_of(r.inputs) for r in reqs]
         return list(zip(torch.split(attr, sizes), torch.split(tout, sizes)))
 
 

@@ -63,6 +63,10 @@ class ExplanationService:
         self._ready = threading.Event()
 
     @property
+    def method(self) -> str:
+        return self.explainer.method
+
+    @property
     def ready(self) -> bool:
         return self._ready.is_set()
 

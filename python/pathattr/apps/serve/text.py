@@ -1,0 +1,282 @@
+"""Text requests: texts in, per-token scores out, on the same routes as images
+(KServe v1 `POST /v1/models/{name}:explain`, TorchServe-style `/explanations/{name}`).
+
+    {"instances": ["a text", {"text": "another"}],
+     "parameters": {"target": null | 2 | "positive" | [per instance], "norms": false, "timeout_ms": 500}}
+    -> {"model_name", "method", "explanations": [{"target", "target_label", "tokens", "token_ids",
+        "scores", "delta", "truncated", ("norms")}]}
+
+Requests that arrive within --max-wait-ms are merged (the image path's DynamicBatcher,
+rows = texts) and the merged texts go to ONE `pathattr.text.attribute_tokens` call, which
+groups them into length buckets (--max-batch texts, --max-tokens padded tokens): a short
+text is never padded to a long one of another request. Each text is tokenised when its
+request is decoded, so an empty text or a bad target is a 422 before the queue.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .. import text_inputs as ti
+from .batcher import DynamicBatcher
+from .codec import BadRequest
+from .metrics import ServiceMetrics
+
+log = logging.getLogger("pathattr.serve")
+TEXT_PARAMETERS = ("target", "norms", "timeout_ms")
+
+
+@dataclass
+class TextModelSpec:
+    """A served text model: its route name, the model and tokenizer, the tokens kept per
+    text, and its classes (config.num_labels / id2label / label2id when it has them)."""
+
+    name: str
+    text_model: ti.TextModel
+    max_length: int
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or ":" in self.name:
+            raise ValueError(f"name must be a non-empty string without '/' or ':', got {self.name!r}")
+
+    @property
+    def model(self):
+        return self.text_model.model
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        n = getattr(getattr(self.model, "config", None), "num_labels", None)
+        return n if isinstance(n, int) else None
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.model.parameters():
+            return t.device
+        return torch.device("cpu")
+
+
+class TextBatcher(DynamicBatcher):
+    """The DynamicBatcher over texts: a request's inputs are its texts' token id lists; one
+    merged call attributes them all (`attribute(ids, target)` -> TokenAttribution)."""
+
+    @staticmethod
+    def rows_of(inputs) -> int:
+        return len(inputs)
+
+    def _attribute(self, reqs):
+        ids = [row for r in reqs for row in r.inputs]
+        targets = [t for r in reqs for t in r.targets]
+        start = time.perf_counter()
+        # As the image path: rows without a target get the library's argmax; a merged batch
+        # that mixes both makes one call per kind.
+        out: List[Optional[Dict[str, Any]]] = [None] * len(ids)
+        for group in ([i for i, t in enumerate(targets) if t is None], [i for i, t in enumerate(targets) if t is not None]):
+            if not group:
+                continue
+            tg = None if targets[group[0]] is None else torch.tensor([targets[i] for i in group], dtype=torch.long)
+            res = self.explainer([ids[i] for i in group], tg)
+            for j, i in enumerate(group):
+                row = res.text(j)
+                out[i] = {"target": int(res.target[j]), "ids": row["ids"], "tokens": row.get("tokens"),
+                          "scores": row["scores"], "norms": row["norms"],
+                          "delta": None if res.delta is None else float(res.delta[j])}
+        self.record(len(ids), len(reqs), time.perf_counter() - start)
+        results, at = [], 0
+        for r in reqs:
+            results.append(out[at:at + len(r.inputs)])
+            at += len(r.inputs)
+        return results
+
+
+class TextExplanationService:
+    """Serve one text model with one method (the text counterpart of ExplanationService;
+    the same app, routes, batching, deadlines, metrics and readiness).
+
+    Args:
+        spec: the TextModelSpec.
+        method: "ig" (default), "idg" or "left_ig".
+        max_batch / max_wait_ms / max_queue / timeout_ms / max_body_bytes / auto_warmup /
+            torch_threads: as ExplanationService (rows are texts).
+        max_tokens: padded tokens per length bucket (None: max_batch texts per bucket only).
+        token_baseline: "pad", "unk", "mask" or "zeros"; output: "logit", "softmax", "log_softmax".
+        attribute_kwargs: more of attribute_tokens' settings (n_steps, internal_batch_size, ...).
+    """
+
+    kind = "text"
+
+    def __init__(self, spec: TextModelSpec, method: str = "ig", *, max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_queue: int = 1024, timeout_ms: float = 30_000.0, max_body_bytes: int = 8 << 20,
+                 auto_warmup: bool = True, torch_threads: Optional[int] = None, max_tokens: Optional[int] = None,
+                 token_baseline: str = "pad", output: str = "logit",
+                 attribute_kwargs: Optional[Dict[str, Any]] = None):
+        from ...text import attribute_tokens
+        if not isinstance(spec, TextModelSpec):
+            raise TypeError(f"spec must be a TextModelSpec, got {type(spec).__name__}")
+        if method not in ti.TEXT_METHODS:
+            raise ValueError(f"method must be one of {', '.join(ti.TEXT_METHODS)} for a text model, got {method!r}")
+        for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                                          or torch_threads < 1):
+            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
+        self.spec, self.method = spec, method
+        kw = dict(attribute_kwargs or {})
+        tok = spec.text_model.tokenizer
+
+        def attribute(ids, target):
+            return attribute_tokens(spec.model, [torch.tensor(r, dtype=torch.long) for r in ids], tokenizer=tok,
+                                    target=target, task="sequence_classification", method=method,
+                                    baseline=token_baseline, output=output, batch_size=max_batch,
+                                    max_tokens=max_tokens, return_convergence_delta=True, **kw)
+
+        self._attribute = attribute
+        self.metrics = ServiceMetrics()
+        self.batcher = TextBatcher(attribute, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                                   metrics=self.metrics)
+        self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
+        self.auto_warmup, self.torch_threads = bool(auto_warmup), torch_threads
+        self.warmup_error: Optional[str] = None
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        self.batcher.start(on_start=self._on_worker_start)
+
+    def _on_worker_start(self) -> None:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        if self.auto_warmup:
+            self.warmup()
+
+    def warmup(self) -> None:
+        """One attribution of a one-word text on the worker thread, then ready."""
+        t0 = time.perf_counter()
+        try:
+            ids, _ = ti.encode(self.spec.text_model, ["warm up"], self.spec.max_length)
+            self._attribute(ids, None)
+        except Exception as err:  # keep serving /healthz and say why on /readyz and in the log
+            self.warmup_error = "".join(traceback.format_exception_only(type(err), err)).strip()
+            log.error("warm-up failed; the service stays unready (see /readyz): %s", self.warmup_error, exc_info=err)
+            return
+        self._ready.set()
+        self.metrics.ready.set(1)
+        log.info("ready: text model %r, method %s, %.2f s of warm-up", self.spec.name, self.method,
+                 time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self._ready.clear()
+        self.metrics.ready.set(0)
+        self.batcher.close()
+
+    # -- the request's side (app.py calls these for a text service) ---------------------
+    def decode(self, payload: Dict[str, Any]):
+        """The body -> (token ids per text, which were cut, targets, options); BadRequest (4xx)
+        for anything wrong, before the request is queued."""
+        params = payload.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(422, "'parameters' must be an object")
+        unknown = sorted(set(params) - set(TEXT_PARAMETERS))
+        if unknown:
+            raise BadRequest(422, f"unknown parameters {unknown} for a text model; known: {list(TEXT_PARAMETERS)}")
+        norms = params.get("norms", False)
+        if not isinstance(norms, bool):
+            raise BadRequest(422, f"parameters.norms must be true or false, got {norms!r}")
+        to = params.get("timeout_ms")
+        if to is not None and (isinstance(to, bool) or not isinstance(to, (int, float)) or not math.isfinite(to) or to <= 0):
+            raise BadRequest(422, f"parameters.timeout_ms must be a positive number, got {to!r}")
+        texts = decode_texts(payload["instances"], self.max_batch)
+        try:
+            ids, cut = ti.encode(self.spec.text_model, texts, self.spec.max_length, lambda i: f"instances[{i}]")
+        except Exception as err:  # JobError naming the instance
+            raise BadRequest(422, str(err)) from None
+        targets = self.parse_targets(params.get("target"), len(texts))
+        return ids, cut, targets, {"norms": norms, "timeout_ms": to}
+
+    def parse_targets(self, target: Any, n: int) -> List[Optional[int]]:
+        """null (argmax), a class index or label name for all, or one per text."""
+        items = [target] * n if not isinstance(target, list) else target
+        if len(items) != n:
+            raise BadRequest(422, f"parameters.target has {len(items)} entries for {n} instances")
+        label2id, k = self.spec.text_model.label2id or {}, self.spec.num_classes
+        out: List[Optional[int]] = []
+        for t in items:
+            if isinstance(t, str):
+                if t not in label2id:
+                    raise BadRequest(422, f"parameters.target {t!r} is not one of the model's labels {sorted(label2id)}")
+                t = int(label2id[t])
+            if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 0 or (k is not None and t >= k)):
+                raise BadRequest(422, f"parameters.target entries must be null, a label name or a class index in "
+                                      f"[0, {k}), got {t!r}")
+            out.append(t)
+        return out
+
+    def encode(self, results: List[Dict[str, Any]], cut: List[bool], opts: Dict[str, Any]) -> List[Dict[str, Any]]:
+        id2label = self.spec.text_model.id2label or {}
+        tok = self.spec.text_model.tokenizer
+        out = []
+        for r, c in zip(results, cut):
+            ids = [int(i) for i in _list(r["ids"])]
+            item = {"target": r["target"], "tokens": [str(t) for t in (r["tokens"] or tok.convert_ids_to_tokens(ids))],
+                    "token_ids": ids, "scores": [float(v) for v in _list(r["scores"])], "delta": r["delta"],
+                    "truncated": bool(c)}
+            if r["target"] in id2label:
+                item["target_label"] = str(id2label[r["target"]])
+            if opts["norms"]:
+                item["norms"] = [float(v) for v in _list(r["norms"])]
+            out.append(item)
+        return out
+
+    def status(self) -> Dict[str, Any]:
+        return {"name": self.spec.name, "ready": self.ready, "method": self.method, "kind": "text",
+                "num_classes": self.spec.num_classes, "labels": self.spec.text_model.id2label,
+                "max_length": self.spec.max_length, "max_batch": self.max_batch}
+
+
+def decode_texts(instances: Any, max_batch: int) -> List[str]:
+    """`instances`: a non-empty list of strings or {"text": str} objects (413 beyond max_batch)."""
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest(422, "'instances' must be a non-empty list of texts")
+    if len(instances) > max_batch:
+        raise BadRequest(413, f"{len(instances)} instances exceed this server's max batch of {max_batch}")
+    texts = []
+    for i, inst in enumerate(instances):
+        if isinstance(inst, dict):
+            if set(inst) != {"text"}:
+                raise BadRequest(422, f"instances[{i}]: a text instance is a string or {{'text': str}}; got keys "
+                                      f"{sorted(inst)}")
+            inst = inst["text"]
+        if not isinstance(inst, str):
+            raise BadRequest(422, f"instances[{i}] must be a text (a string or {{'text': str}}), got {type(inst).__name__}")
+        if not inst.strip():
+            raise BadRequest(422, f"instances[{i}] is an empty text")
+        texts.append(inst)
+    return texts
+
+
+def load_text_spec(model: str, tokenizer: Optional[str] = None, name: Optional[str] = None, device: str = "auto",
+                   checkpoint: Optional[str] = None, dtype: str = "fp32", max_length: Optional[int] = None) -> TextModelSpec:
+    """The TextModelSpec for `pathattr serve --model FOLDER|module:factory [--tokenizer T]`."""
+    from ..loading import resolve_device
+
+    if dtype not in ("fp32", "fp64"):
+        raise ValueError(f"--dtype {dtype} is not available for a text model; fp32 or fp64")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"--max-length must be an int >= 1, got {max_length!r}")
+    tm = ti.load_text_model(model, tokenizer, checkpoint)
+    tm.model = (tm.model.double() if dtype == "fp64" else tm.model.float()).to(resolve_device(device))
+    return TextModelSpec(name or tm.name, tm, ti.max_length(tm, max_length))
+
+
+def _list(v) -> list:
+    return v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else list(v)
