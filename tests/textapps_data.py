@@ -1,0 +1,41 @@
+"""A tiny Hugging Face model folder and text files for the text job / serve tests
+(test_textapps_*.py): tests/text_models.py's random BERT classifier and word tokenizer,
+saved with save_pretrained (nothing downloaded)."""
+import csv
+import json
+from pathlib import Path
+
+from text_models import bert_classifier, random_texts, word_tokenizer
+
+N_TEXTS = 30
+
+
+def model_folder(path: Path, num_labels: int = 3) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = bert_classifier(num_labels=num_labels)
+    model.config.id2label = {i: f"class{i}" for i in range(num_labels)}
+    model.config.label2id = {f"class{i}": i for i in range(num_labels)}
+    model.save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return path
+
+
+def texts(n: int = N_TEXTS, seed: int = 0):
+    """n texts of mixed lengths: 1 to 40 words, so 3 to 42 tokens with [CLS] / [SEP]."""
+    return random_texts(n, 1, 40, seed=seed)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return Path(path)
+
+
+def write_csv(path: Path, header, rows) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return Path(path)
