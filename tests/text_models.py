@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 WORDS = ("the a cat dog sat on mat red blue green big small runs jumps and or not very good bad "
-         "is was it this that of in to with for at by from up down over under hot cold new old").split()
+         "is was it this that of in to with for at by from up down over under hot cold new old "
+         "sun moon tree house car road fish bird sky rain snow wind day night fast slow").split()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>")
-VOCAB = 64  # the models' vocabulary: >= len(SPECIALS) + len(WORDS)
+VOCAB = len(SPECIALS) + len(WORDS)  # 64: the models' vocabulary is the tokenizer's
 
 
 def word_tokenizer(bert: bool = True, bos: bool = False, padding_side: str = "right"):

@@ -113,18 +113,19 @@ class ModelRunner:
         with stage("forward", self.ranges), self.context(points.device):
             return self.model(points, *args)
 
-    def backward(self, f: torch.Tensor, wrt: torch.Tensor):
+    def backward(self, f: torch.Tensor, wrt: torch.Tensor, retain_graph: bool = False):
         """d(sum f)/d wrt; None when f does not depend on wrt (callers read that as zeros).
 
         Never with grad_outputs: autograd validates a grad_outputs tensor with torch.fx's
         symbolic shapes, whose first import (sympy) cost ~300 ms on the first call of a
-        process; per-row weights are applied in the fold instead."""
+        process; per-row weights are applied in the fold instead. retain_graph: for several
+        backward passes of one forward (one per output column: text/generation.py)."""
         if not f.requires_grad:
             return None
         if not self.ranges:
-            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
         with stage("backward", True):
-            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:

@@ -15,6 +15,8 @@ from typing import Any, Optional, Tuple
 import torch
 
 from .. import methods
+from ..baselines.sets import DistributionBaseline
+from ..methods import distribution
 from ..engine.checks import (check_bool, check_finite, check_model_device, normalize_forward_args,
                              prepare_baselines)
 from ..engine.targets import parse_target
@@ -106,13 +108,27 @@ def attribute_layer(method: str, model, layer, inputs, baselines=None, target=No
     h_b = activations(model, layer, bases[0], bases[1:] + args, attribute_to_layer_input, runner)
     if not h_x.is_floating_point():
         raise TypeError(f"layer's activations have dtype {h_x.dtype}; attribution needs floating-point activations")
-    batch = engine.prepare(h_x, h_b, target, xs + args)
-    res = m.run(engine, batch, cfg, want_delta=return_convergence_delta, want_details=return_details)
+    res = run_on_activations(m, cfg, engine, h_x, h_b, target, xs + args, return_convergence_delta, return_details)
     if return_details:
         return res
     if return_convergence_delta:
         return res.attributions, res.delta
     return res.attributions
+
+
+def run_on_activations(m, cfg, engine: PathEngine, h_x: torch.Tensor, h_b: Any, target, engine_args: Tuple[Any, ...],
+                       want_delta: bool, want_details: bool):
+    """The method's run in activation space, from h(x) and its start: h(x') (a tensor of
+    h(x)'s shape), a distribution_baseline over activations (IG/IDG, docs/methods.md §7),
+    or for Expected Gradients the reference set of activations (R, *layer_shape).
+    engine_args: the model's inputs and extra args (per-row, so pairs repeat them)."""
+    if m.NAME == "expected_gradients":
+        batch = m.prepare(engine, cfg, h_x, h_b, target, engine_args)
+    elif isinstance(h_b, DistributionBaseline):
+        return distribution.attribute(m, engine, cfg, h_x, h_b, target, engine_args, want_delta, want_details)
+    else:
+        batch = engine.prepare(h_x, h_b, target, engine_args)
+    return m.run(engine, batch, cfg, want_delta=want_delta, want_details=want_details)
 
 
 def token_scores(attributions: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -1,18 +1,128 @@
 """Generation attribution, teacher-forced (docs/methods.md §15).
 
-For s = prompt + continuation, every continuation token's log-probability (or logit)
-is attributed to the tokens before it by IG in the embedding space of
-`model.get_input_embeddings()`. One forward of the whole sequence per path point serves
-every continuation position (a causal model's position t sees only s_<=t); the T
-per-position gradients come from one batched backward (autograd's is_grads_batched).
+For s = prompt + continuation (N = P + T tokens), every continuation token's
+log-probability (or logit) F_k = log p(s_{P+k} | s_<P+k) is attributed to the tokens
+before it by IG in the embedding space of `model.get_input_embeddings()`. One forward
+of s[:-1] per path point gives every F_k at once (a causal model's position t sees only
+s_<=t); the T gradients of that forward come from T backward passes over its one graph
+(measured faster than autograd's is_grads_batched here: benchmarks/text_generation.py).
+The model runs only through ModelRunner (engine/runner.py), the path's chunks are the
+runner's, the quadrature is the engine's (engine/schedule.py).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional
 
+import torch
+from torch import nn
+
+from .. import methods
+from ..engine import schedule as schedules
+from ..engine.checks import check_bool, check_choice, check_positive_int
+from ..engine.runner import ModelRunner, outside_inference_mode
+from ..layers.hooks import LayerReplaced, activations
+from .baselines import check_baseline_arg, pinned, token_id
+from .inputs import check_ids, input_embeddings, vocab_size
 from .results import GenerationAttribution
+from .tasks import logits_of, task_of_class_name
+
+OUTPUTS = ("log_prob", "logit")
+ATTRIBUTE_TO = ("all", "prompt")
 
 
+class _Values(nn.Module):
+    """model(s[:-1]) -> (rows, T): the value of each continuation token at its position."""
+
+    def __init__(self, model: nn.Module, prompt_length: int, continuation: torch.Tensor, output: str):
+        super().__init__()
+        self.model = model
+        self.P = prompt_length
+        self.register_buffer("cont", continuation, persistent=False)
+        self.output = output
+
+    def forward(self, input_ids):
+        logits = logits_of(self.model(input_ids=input_ids))[:, self.P - 1:]  # (rows, T, V)
+        if self.output == "log_prob":
+            logits = torch.log_softmax(logits, -1)
+        n, T = logits.shape[0], self.cont.numel()
+        return logits.gather(2, self.cont.view(1, T, 1).expand(n, T, 1)).squeeze(2)
+
+
+class _Generate(nn.Module):
+    """model.generate, greedy, as a model the runner calls (prompt ids -> whole sequence)."""
+
+    def __init__(self, model: nn.Module, max_new_tokens: int, pad_id: Optional[int]):
+        super().__init__()
+        self.model = model
+        self.kw = dict(max_new_tokens=max_new_tokens, do_sample=False)
+        if pad_id is not None:
+            self.kw["pad_token_id"] = pad_id
+
+    def forward(self, input_ids):
+        return self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **self.kw)
+
+
+def _ids(value: Any, tokenizer: Any, vocab: Optional[int], name: str, special: bool) -> torch.Tensor:
+    """One text's ids (n,) from a str (tokenizer), a list of ints or a (n,) / (1, n) tensor."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"{name} is an empty text: there are no tokens")
+        if tokenizer is None:
+            raise ValueError(f"{name} is text: pass tokenizer= (a Hugging Face tokenizer) or token ids")
+        value = tokenizer(value, add_special_tokens=special)["input_ids"]
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, float) for v in value):
+            raise TypeError(f"{name} must hold integer token ids, got floats")
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{name} must be a str, a list of ints or a tensor of ids")
+        value = torch.tensor(list(value), dtype=torch.long)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a str, a list of ints or a tensor of ids; got {type(value).__name__}")
+    if value.dim() == 2 and value.shape[0] == 1:
+        value = value[0]
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be one text's ids, (n,) or (1, n); got shape {tuple(value.shape)} "
+                         f"(one prompt per call)")
+    return check_ids(value, vocab, name)
+
+
+def _max_positions(model) -> Optional[int]:
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            return int(v)
+    return None
+
+
+def _baseline(baseline, ids, P, attribute_to, tokenizer, model, keep_special, vocab) -> Optional[torch.Tensor]:
+    """The baseline's ids (N,) (None: zero embeddings). Positions not on the path keep their
+    own id: the continuation for attribute_to="prompt", special tokens with keep_special."""
+    N = ids.numel()
+    moving = torch.ones(N, dtype=torch.bool, device=ids.device)
+    if attribute_to == "prompt":
+        moving[P:] = False
+    moving &= ~pinned(ids.view(1, -1), torch.ones(1, N, dtype=torch.long, device=ids.device), tokenizer, model,
+                      keep_special)[0]
+    if isinstance(baseline, torch.Tensor):
+        b = baseline.to(ids.device).reshape(-1) if baseline.dim() <= 2 else baseline
+        if b.dim() != 1 or b.numel() not in (P, N):
+            raise ValueError(f"baseline must be token ids of the prompt ({P},) or of prompt + continuation ({N},); "
+                             f"got shape {tuple(baseline.shape)}")
+        b = check_ids(b, vocab, "baseline")
+        full = ids.clone()
+        full[:b.numel()] = b
+        return torch.where(moving, full, ids), moving
+    if baseline == "zeros":
+        return None, moving
+    fill = token_id(baseline, tokenizer, model) if isinstance(baseline, str) else int(baseline)
+    if fill < 0 or (vocab is not None and fill >= vocab):
+        raise ValueError(f"baseline: token id {fill} is outside the model's vocabulary [0, {vocab})")
+    return torch.where(moving, torch.full_like(ids, fill), ids), moving
+
+
+@outside_inference_mode  # attributions are gradients (engine/runner.py)
 def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, max_new_tokens: Optional[int] = None,
                          output: str = "log_prob", attribute_to: str = "all", method: str = "ig",
                          baseline: Any = "pad", keep_special_tokens: bool = False, n_steps: int = 50,
@@ -44,5 +154,122 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
         **method_kwargs: passed to the method's settings (rtol= once the tolerance issue lands).
     Returns: GenerationAttribution. Errors: ValueError / TypeError naming the argument,
         before any model call.
+    Cost: 3 forwards (h(x), h(x'), both ends) + per path point one forward and T backwards.
     """
-    raise NotImplementedError
+    # -- every check before the first model call
+    layer = input_embeddings(model)
+    kind = task_of_class_name(type(model).__name__)
+    if kind is not None and kind != "causal_lm":
+        raise ValueError(f"model ({type(model).__name__}) is not a causal LM: generation attribution needs one "
+                         f"(use attribute_tokens for a {kind.replace('_', ' ')} model)")
+    m = methods.get(method)
+    if m.NAME != "ig":
+        raise ValueError(f"method must be 'ig' for generation attribution (one schedule serves every position); "
+                         f"got {method!r}")
+    cfg = m.settings(n_steps=n_steps, rule=rule, **method_kwargs)
+    check_choice(output, "output", OUTPUTS)
+    check_choice(attribute_to, "attribute_to", ATTRIBUTE_TO)
+    check_bool(keep_special_tokens, "keep_special_tokens")
+    check_bool(return_embeddings, "return_embeddings")
+    ibs = check_positive_int(internal_batch_size, "internal_batch_size", allow_none=True)
+    check_baseline_arg(baseline)
+    if baseline == "pad" and tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
+        raise ValueError("baseline='pad': the tokenizer has no pad token; pass baseline='unk', 'eos', 'zeros', an "
+                         "int token id, or set tokenizer.pad_token")
+    vocab = vocab_size(layer)
+    p_ids = _ids(prompt, tokenizer, vocab, "prompt", special=True)
+    if (continuation is None) == (max_new_tokens is None):
+        raise ValueError("pass exactly one of continuation= (the explained tokens) and max_new_tokens= (generate them)")
+    limit = _max_positions(model)
+    if continuation is not None:
+        c_ids = _ids(continuation, tokenizer, vocab, "continuation", special=False).to(p_ids.device)
+        if limit is not None and p_ids.numel() + c_ids.numel() > limit:
+            raise ValueError(f"prompt + continuation has {p_ids.numel() + c_ids.numel()} tokens, past the model's "
+                             f"{limit} positions")
+    else:
+        n_new = check_positive_int(max_new_tokens, "max_new_tokens")
+        if limit is not None and p_ids.numel() + n_new > limit:
+            raise ValueError(f"max_new_tokens: prompt ({p_ids.numel()}) + {n_new} new tokens is past the model's "
+                             f"{limit} positions")
+    P = p_ids.numel()
+    if continuation is None:  # the model's own greedy continuation, through the runner
+        pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        pad = pad if pad is not None else getattr(getattr(model, "config", None), "eos_token_id", None)
+        pad = pad[0] if isinstance(pad, (list, tuple)) and pad else pad
+        with torch.no_grad():
+            seq = ModelRunner(_Generate(model, n_new, pad)).call(p_ids.view(1, -1))
+        c_ids = seq[0, P:].to(p_ids.device)
+        if c_ids.numel() == 0:
+            raise ValueError("max_new_tokens: model.generate produced no new token (it ended the text at once)")
+    ids = torch.cat([p_ids, c_ids])
+    N, T = ids.numel(), c_ids.numel()
+    base_ids, moving = _baseline(baseline, ids, P, attribute_to, tokenizer, model, keep_special_tokens, vocab)
+    # -- the runs
+    values = _Values(model, P, c_ids, output)
+    ends = ModelRunner(values, None, ibs)
+    x_in = ids[:-1].view(1, -1)
+    h_x = activations(values, layer, x_in, (), False, ends)  # (1, N-1, E)
+    if not h_x.is_floating_point():
+        raise TypeError(f"model.get_input_embeddings() gives dtype {h_x.dtype}; attribution needs floating point")
+    if base_ids is None:
+        h_b = torch.where(moving[:-1].view(1, -1, 1), torch.zeros_like(h_x), h_x)
+    else:
+        h_b = activations(values, layer, base_ids[:-1].view(1, -1), (), False, ends)
+    path = ModelRunner(LayerReplaced(values, layer), None, ibs)
+    with torch.no_grad():
+        f = path.call(torch.cat([h_x, h_b]), (x_in.expand(2, -1),))
+    if not bool(torch.isfinite(f).all()):
+        raise FloatingPointError("the model's values of the continuation at the prompt (or its baseline) are not "
+                                 "finite (NaN/Inf)")
+    acc_dtype = torch.float64 if h_x.dtype == torch.float64 else torch.float32
+    acc = _integrate(path, h_x, h_b, x_in, T, cfg, acc_dtype)
+    diff = (h_x[0] - h_b[0]).to(acc_dtype)
+    attr = acc * diff  # (T, N-1, E)
+    # row k sees positions < P + k only (causal); zero the rest exactly
+    seen = torch.arange(N - 1, device=attr.device).view(1, -1) < (P + torch.arange(T, device=attr.device)).view(-1, 1)
+    attr = attr * seen.unsqueeze(-1).to(attr.dtype)
+    attr = torch.cat([attr, attr.new_zeros(T, 1, attr.shape[-1])], 1).to(h_x.dtype)  # the last token is no source
+    f = f.to(acc_dtype)
+    total = attr.to(acc_dtype).sum((1, 2))
+    tokens = None
+    if tokenizer is not None and callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
+        tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+    return GenerationAttribution(
+        matrix=attr.sum(-1), norms=attr.norm(dim=-1), input_ids=ids, prompt_length=P, continuation_ids=c_ids,
+        values=f[0], baseline_values=f[1], delta=total - (f[0] - f[1]), baseline_ids=base_ids, tokens=tokens,
+        embeddings=attr if return_embeddings else None, output=output, attribute_to=attribute_to, method=m.NAME,
+        settings=dict(cfg, baseline=baseline if isinstance(baseline, (str, int)) else "ids",
+                      keep_special_tokens=keep_special_tokens))
+
+
+def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor, T: int, cfg,
+               acc_dtype) -> torch.Tensor:
+    """sum_s w_s dF_k/dh(h_b + alpha_s (h_x - h_b)) for every k: (T, N-1, E).
+
+    One forward per chunk of path points, then one backward per continuation token
+    over the same graph (retain_graph), folded with the quadrature weights."""
+    sched = schedules.uniform(cfg["rule"], cfg["n_steps"], 1)
+    alphas = sched.alphas[0].to(device=h_x.device, dtype=h_x.dtype)
+    weights = sched.weights[0].to(device=h_x.device, dtype=acc_dtype)
+    S = alphas.numel()
+    diff = h_x - h_b
+    acc = torch.zeros((T,) + tuple(h_x.shape[1:]), dtype=acc_dtype, device=h_x.device)
+
+    def step(s, n):
+        pts = (h_b + alphas[s:s + n].view(n, 1, 1) * diff).requires_grad_(True)
+        f = runner.call(pts, (x_in.expand(n, -1),))
+        if not isinstance(f, torch.Tensor) or tuple(f.shape) != (n, T):
+            raise ValueError(f"internal: values of shape {tuple(getattr(f, 'shape', ()))}, expected ({n}, {T})")
+        return [runner.backward(f[:, k], pts, retain_graph=k < T - 1) for k in range(T)]
+
+    def fold(s, n, grads):
+        w = weights[s:s + n].view(n, 1, 1)
+        for k, g in enumerate(grads):
+            if g is not None:
+                acc[k] += (w * g.to(acc_dtype)).sum(0)
+
+    runner.chunks(S, h_x[0].numel(), h_x.device.type, step, fold)
+    if not bool(torch.isfinite(acc).all()):
+        raise FloatingPointError("the model's gradients along the path from the baseline to the prompt are not "
+                                 "finite (NaN/Inf)")
+    return acc
