@@ -29,7 +29,7 @@ from pathattr.apps.job import JobConfig, run_job  # noqa: E402
 from pathattr.apps.job import text as job_text  # noqa: E402
 from pathattr.apps.job.report import write_report  # noqa: E402
 from pathattr.apps.job.text import read_text_item  # noqa: E402
-from textapps_data import model_folder, texts, write_csv, write_jsonl  # noqa: E402
+from textapps_data import model_folder, row as _row, texts, write_csv, write_jsonl  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_store_equals_attribute_tokens_called_directly(reference, folder, data):
     assert (arrays["label"][...] == labels).all() and (arrays["target"][...] == labels).all()
     assert not arrays["truncated"][...].any()
     for i, text in enumerate(t):
-        row, ref = read_text_item(arrays, i), direct.text(i)
+        row, ref = read_text_item(arrays, i), _row(direct, i)
         ids = tok(text)["input_ids"]
         assert row["ids"].tolist() == ids == [int(v) for v in ref["ids"]]
         assert row["tokens"] == tok.convert_ids_to_tokens(ids)
@@ -142,10 +142,12 @@ def test_store_equals_captum_layer_ig_on_the_embeddings(reference, folder, data)
         row = read_text_item(arrays, i)
         assert_close(row["scores"], expected, rtol=2e-6, atol=2e-7 * float(expected.abs().max()),
                      what=f"text {i} vs Captum")
-        if "logit" in arrays:
-            with torch.no_grad():
-                f = forward(ids, mask)[0, labels[i]]
-            assert_close(arrays["logit"][i], f, rtol=1e-6, atol=1e-6, what=f"text {i} logit")
+        with torch.no_grad():
+            f = forward(ids, mask)[0, labels[i]]
+        assert_close(arrays["logit"][i], f, rtol=1e-6, atol=1e-6, what=f"text {i} logit")
+        # Completeness: the scores add up to F(x) - F(x') up to the stored delta.
+        assert_close(float(expected.sum()) - float(arrays["logit"][i] - arrays["baseline_value"][i]),
+                     arrays["delta"][i], rtol=1e-4, atol=1e-5, what=f"text {i} delta")
 
 
 class _Stop(BaseException):

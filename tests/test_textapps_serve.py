@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
 from pathattr.apps.serve import ServerThread, TextExplanationService, build_app, load_text_spec  # noqa: E402
-from textapps_data import model_folder, texts  # noqa: E402
+from textapps_data import model_folder, row as _row, texts  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -63,7 +63,7 @@ def test_scores_equal_attribute_tokens_called_directly(server, folder):
     ex = body["explanations"]
     free = _direct(folder, [batch[0], batch[3]])
     given = _direct(folder, [batch[1], batch[2], batch[4]], target=torch.tensor([2, 1, 0]))
-    refs = [free.text(0), given.text(0), given.text(1), free.text(1), given.text(2)]
+    refs = [_row(free, 0), _row(given, 0), _row(given, 1), _row(free, 1), _row(given, 2)]
     targets = [int(free.target[0]), 2, 1, int(free.target[1]), 0]
     for e, ref, t, text in zip(ex, refs, targets, batch):
         assert e["target"] == t and e["target_label"] == f"class{t}"
@@ -97,7 +97,7 @@ def test_concurrent_requests_of_mixed_lengths_are_merged_and_routed_back(server,
     for i, a in enumerate(answers):
         (e,) = a.json()["explanations"]
         assert e["tokens"][1:-1] == batch[i].split()
-        assert_close(e["scores"], ref.text(i)["scores"], rtol=1e-9, atol=1e-12, what=f"request {i}")
+        assert_close(e["scores"], _row(ref, i)["scores"], rtol=1e-9, atol=1e-12, what=f"request {i}")
 
 
 @pytest.mark.parametrize("body, status, message", [

@@ -21,6 +21,12 @@ def model_folder(path: Path, num_labels: int = 3) -> Path:
     return path
 
 
+def row(res, i: int) -> dict:
+    """Text i of a TokenAttribution without padding (its attention mask), read field by field."""
+    keep = res.attention_mask[i].bool()
+    return {"ids": res.input_ids[i][keep], "scores": res.scores[i][keep], "norms": res.norms[i][keep]}
+
+
 def texts(n: int = N_TEXTS, seed: int = 0):
     """n texts of mixed lengths: 1 to 40 words, so 3 to 42 tokens with [CLS] / [SEP]."""
     return random_texts(n, 1, 40, seed=seed)

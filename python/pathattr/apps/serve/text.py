@@ -82,11 +82,8 @@ class TextBatcher(DynamicBatcher):
                 continue
             tg = None if targets[group[0]] is None else torch.tensor([targets[i] for i in group], dtype=torch.long)
             res = self.explainer([ids[i] for i in group], tg)
-            for j, i in enumerate(group):
-                row = res.text(j)
-                out[i] = {"target": int(res.target[j]), "ids": row["ids"], "tokens": row.get("tokens"),
-                          "scores": row["scores"], "norms": row["norms"],
-                          "delta": None if res.delta is None else float(res.delta[j])}
+            for i, row in zip(group, ti.text_rows(res)):
+                out[i] = row
         self.record(len(ids), len(reqs), time.perf_counter() - start)
         results, at = [], 0
         for r in reqs:
