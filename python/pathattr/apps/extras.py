@@ -5,6 +5,8 @@ the extra to install when a piece is missing.
                      tqdm, pillow, matplotlib
     pathattr[serve]  `pathattr serve`: fastapi, uvicorn, prometheus-client (pillow and
                      matplotlib for heatmaps)
+    pathattr[text]   text data in `pathattr attribute`, text models in `pathattr serve`:
+                     transformers, tokenizers
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ EXTRAS = {
     "job": {"zarr": "zarr>=3", "tqdm": "tqdm", "PIL": "pillow", "matplotlib": "matplotlib"},
     "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client",
               "PIL": "pillow", "matplotlib": "matplotlib"},
+    "text": {"transformers": "transformers", "tokenizers": "tokenizers"},
 }
 
 

@@ -184,6 +184,9 @@ def load_text_model(model: Optional[str], tokenizer: Optional[str] = None,
     """`--model FOLDER` (a local Hugging Face folder: AutoModelForSequenceClassification, and
     AutoTokenizer from the same folder unless --tokenizer says otherwise) or `--model
     module:factory` with `--tokenizer` (a folder or module:factory). Eval mode, CPU."""
+    from .extras import require
+
+    require("text", "transformers")  # MissingExtra naming pathattr[text], before anything is loaded
     if model is None:
         raise LoadError("--model must name a Hugging Face model folder or module:factory for text data")
     if is_hf_folder(model):
