@@ -127,3 +127,29 @@ def test_matrix_view_rows_are_targets_columns_sources_and_blank_after_the_target
         tv.token_matrix_html(src[:3], tgt, m)
     with pytest.raises(TypeError, match="2-D"):
         tv.token_matrix_html(src, tgt, [1.0, 2.0])
+
+
+def test_views_of_pathattr_text_results():
+    """The result objects' views show what their fields hold: each text's real tokens
+    only, and a generation matrix blank from each row's own token on."""
+    pytest.importorskip("transformers")
+    import pathattr.text as pt
+    from text_models import gpt2, bert_classifier, word_tokenizer
+
+    tok = word_tokenizer()
+    res = pt.attribute_tokens(bert_classifier(), ["the cat sat", "a <b> dog runs on the mat"], tokenizer=tok,
+                              n_steps=4)
+    doc = _parse(tv.token_attribution_html(res, labels={0: "zero", 1: "one", 2: "two"}))
+    assert [t for t, _, _ in doc.tokens] == ["[CLS]", "the", "cat", "sat", "[SEP]",
+                                             "[CLS]", "a", "[UNK]", "dog", "runs", "on", "the", "mat", "[SEP]"]
+    vmax = float(res.scores[1].abs().max())
+    assert _bg(doc.tokens[-1][1]) == tv.colour(float(res.scores[1, 8]), vmax)
+    gen = pt.attribute_generation(gpt2(), "the cat sat on", tokenizer=word_tokenizer(bert=False), max_new_tokens=3,
+                                  n_steps=4)
+    doc = _parse(tv.generation_html(gen))
+    n, p = gen.input_ids.shape[0], gen.prompt_length
+    assert len(doc.cells) == 3 * n
+    for k in range(3):
+        row = doc.cells[k * n:(k + 1) * n]
+        assert all(text == "" for text, _, _ in row[p + k:])
+        assert [float(text) for text, _, _ in row[:p + k]] == [round(float(v), 2) for v in gen.matrix[k, :p + k]]

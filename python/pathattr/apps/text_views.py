@@ -8,6 +8,7 @@ label is HTML-escaped (a token may be any string a tokenizer produces, `<script>
     token_heatmap_html(tokens, scores, target="positive", target_value=2.31)  -> a <div>
     token_matrix_html(source_tokens, target_tokens, matrix)                    -> a <div>
     html_page(fragments, title)                                                -> a whole page
+    token_attribution_html(res) / generation_html(gen)   the same for pathattr.text's results
 
 Colours are a diverging map centred on 0 (docs/design.md, "Text runs"): blue for negative,
 white for 0, red for positive, scaled symmetrically by `vmax` (default: the largest |score|
@@ -156,6 +157,31 @@ def html_page(fragments: Sequence[str], title: str = "pathattr token attribution
     """A whole self-contained page (the views' CSS inline) around the fragments."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(fragments)}</body></html>")
+
+
+def token_attribution_html(res, *, limit: Optional[int] = None, labels: Optional[dict] = None) -> str:
+    """Heatmaps of a pathattr.text TokenAttribution's texts (the first `limit`), each text's
+    tokens where its attention mask is 1; `labels`: class index -> name for the targets."""
+    n = res.scores.shape[0] if limit is None else min(limit, res.scores.shape[0])
+    parts = []
+    for i in range(n):
+        keep = res.attention_mask[i].bool()
+        toks = res.tokens[i] if res.tokens is not None else [str(int(t)) for t in res.input_ids[i][keep]]
+        t = int(res.target[i])
+        parts.append(token_heatmap_html(toks, res.scores[i][keep].tolist(), title=f"#{i}",
+                                        target=f"{t} ({labels[t]})" if labels and t in labels else t))
+    return "".join(parts)
+
+
+def generation_html(gen, *, title: Optional[str] = None, digits: int = 2) -> str:
+    """The matrix view of a pathattr.text GenerationAttribution: one row per continuation
+    token, one column per token of prompt + continuation; cells at or after the row's own
+    token (which it cannot depend on) left blank."""
+    n, p = int(gen.input_ids.shape[0]), int(gen.prompt_length)
+    toks = gen.tokens if gen.tokens is not None else [str(int(t)) for t in gen.input_ids]
+    m = gen.matrix.detach().cpu().tolist()
+    rows = [[v if j < p + k else float("nan") for j, v in enumerate(r)] for k, r in enumerate(m)]
+    return token_matrix_html(toks[:n], toks[p:], rows, title=title, digits=digits)
 
 
 def _num(v) -> str:
