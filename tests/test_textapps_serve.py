@@ -155,5 +155,8 @@ def test_serve_cli_refuses_image_flags_for_a_text_model(folder, capsys):
         main(["serve", "--model", str(folder), "--method", "expected_gradients"])
     assert "method must be one of ig, idg, left_ig" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        main(["serve", "--model", str(folder), "--method", "idg", "--set", "r=2"])
+    assert "--set r: not a setting of idg on text" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(["serve", "--max-tokens", "64"])  # the bundled digits
     assert "--max-tokens applies to a text model" in capsys.readouterr().err

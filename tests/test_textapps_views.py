@@ -153,3 +153,12 @@ def test_views_of_pathattr_text_results():
         row = doc.cells[k * n:(k + 1) * n]
         assert all(text == "" for text, _, _ in row[p + k:])
         assert [float(text) for text, _, _ in row[:p + k]] == [round(float(v), 2) for v in gen.matrix[k, :p + k]]
+
+
+def test_legend_is_one_bar_from_minus_to_plus_vmax():
+    doc = _parse(tv.legend_html(2.5))
+    bars = [a for t, a in doc.tags if a.get("class") == "pa-bar"]
+    assert len(bars) == 1
+    assert _bg(bars[0]["style"] + ";") == (f"linear-gradient(to right,{tv.colour(-2.5, 2.5)},#ffffff,"
+                                           f"{tv.colour(2.5, 2.5)})")
+    assert "-2.5" in tv.legend_html(2.5) and "+2.5" in tv.legend_html(2.5)

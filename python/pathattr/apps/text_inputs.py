@@ -228,6 +228,25 @@ def load_text_model(model: Optional[str], tokenizer: Optional[str] = None,
     return TextModel(net.eval(), tok, desc, tok_desc, name)
 
 
+def check_settings(method: str, settings: dict) -> None:
+    """--set / --steps / --internal-batch-size keys that neither attribute_tokens nor the
+    method's settings know: refused by name before anything is loaded."""
+    import inspect
+
+    from .. import methods
+    from ..text import attribute_tokens
+
+    if method not in TEXT_METHODS:
+        raise LoadError(f"--method {method!r} is not available for text; one of {', '.join(TEXT_METHODS)}")
+    fixed = {"model", "inputs", "tokenizer", "target", "task", "method", "baseline", "output", "batch_size",
+             "max_tokens", "return_convergence_delta", "return_details", "method_kwargs"}
+    known = (set(inspect.signature(attribute_tokens).parameters) - fixed) | \
+        set(inspect.signature(methods.get(method).settings).parameters)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise LoadError(f"--set {unknown[0]}: not a setting of {method} on text; known: {', '.join(sorted(known))}")
+
+
 def text_rows(res) -> List[dict]:
     """Each text of a TokenAttribution without its padding: ids, tokens, scores, norms (1-D,
     the text's own tokens: where its attention mask is 1), target, delta."""

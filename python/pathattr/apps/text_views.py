@@ -78,12 +78,11 @@ def _shown(token: str) -> str:
 
 
 def legend_html(vmax: float, label: str = "score") -> str:
-    """The colour bar from -vmax through 0 to +vmax."""
+    """The colour bar from -vmax (left) through 0 (white, the middle) to +vmax (right)."""
     grad = f"linear-gradient(to right,{colour(-vmax, vmax)},{colour(0.0, vmax)},{colour(vmax, vmax)})"
     return (f"<span class='pa-legend'>{html.escape(label)} <span>{-vmax:.3g}</span>"
-            f"<span class='pa-bar' style='background:{grad}'></span><span>0</span>"
-            f"<span class='pa-bar' style='background:linear-gradient(to right,{colour(0.0, vmax)},"
-            f"{colour(vmax, vmax)})'></span><span>+{vmax:.3g}</span></span>")
+            f"<span class='pa-bar' title='white: 0' style='background:{grad}'></span>"
+            f"<span>+{vmax:.3g}</span></span>")
 
 
 def token_heatmap_html(tokens: Sequence[str], scores: Sequence[float], *, target=None, target_value=None,

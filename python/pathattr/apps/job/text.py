@@ -71,6 +71,12 @@ class TextJob(_Job):
         self._attribute = attribute_tokens
         self.cfg, self.dist, self.device = cfg, d, device
         refuse_image_options(cfg)
+        steps = cfg.steps if cfg.steps is not None else inspect.signature(attribute_tokens).parameters["n_steps"].default
+        self.settings = dict(cfg.method_settings, n_steps=steps)
+        try:
+            ti.check_settings(cfg.method, self.settings)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
         self.method = methods.get(cfg.method)
         self.kind = "text"
         data = ti.read_texts(cfg.data, cfg.text_field or "text", cfg.label_field)
@@ -101,8 +107,6 @@ class TextJob(_Job):
         self.n_chunks = -(-self.n // cfg.chunk_size)
         lengths = [len(r) for r in self.ids]
         self.capacity = max(sum(lengths[k * cfg.chunk_size:(k + 1) * cfg.chunk_size]) for k in range(self.n_chunks))
-        steps = cfg.steps if cfg.steps is not None else inspect.signature(attribute_tokens).parameters["n_steps"].default
-        self.settings = dict(cfg.method_settings, n_steps=steps)
         self.identity = {
             "kind": "text", "method": cfg.method, "method_settings": _jsonable(self.settings),
             "model": tm.description, "model_fingerprint": fingerprint,

@@ -126,6 +126,7 @@ class TextExplanationService:
             raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
         self.spec, self.method = spec, method
         kw = dict(attribute_kwargs or {})
+        ti.check_settings(method, kw)
         tok = spec.text_model.tokenizer
 
         def attribute(ids, target):
