@@ -239,7 +239,8 @@ def check_settings(method: str, settings: dict) -> None:
     if method not in TEXT_METHODS:
         raise LoadError(f"--method {method!r} is not available for text; one of {', '.join(TEXT_METHODS)}")
     fixed = {"model", "inputs", "tokenizer", "target", "task", "method", "baseline", "output", "batch_size",
-             "max_tokens", "return_convergence_delta", "return_details", "method_kwargs"}
+             "max_tokens", "return_convergence_delta", "return_details", "method_kwargs", "position", "references",
+             "return_embeddings"}
     known = (set(inspect.signature(attribute_tokens).parameters) - fixed) | \
         set(inspect.signature(methods.get(method).settings).parameters)
     unknown = sorted(set(settings) - known)

@@ -33,7 +33,8 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--preprocess", default=None, help="JSON file: mode, resize, scale, mean, std (recorded in the run)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per attribution call (default 32)")
-    p.add_argument("--chunk-size", type=int, default=64, help="items per store chunk: the unit of resume (default 64)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="items per store chunk: the unit of resume (default 64; text data 512)")
     p.add_argument("--store-dtype", choices=STORE_DTYPES, default="float32", help="attributions' dtype in the store")
     p.add_argument("--target", type=_target, default="pred", help="pred (default), label, or a class index")
     p.add_argument("--baseline", type=float, default=0.0, help="constant baseline value (default 0)")

@@ -23,6 +23,7 @@ PREPROCESS_KEYS = ("mode", "resize", "scale", "mean", "std")
 # Text data (job/text.py): the files read as texts, and the token baselines.
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 TOKEN_BASELINES = ("pad", "unk", "mask", "zeros")
+CHUNK_SIZE, TEXT_CHUNK_SIZE = 64, 512  # the default chunk sizes (images, texts)
 
 
 class JobError(Exception):
@@ -46,7 +47,9 @@ class JobConfig:
         "scale": 1/255, "mean": [...], "std": [...]}); its content is recorded.
     limit: attribute only the first `limit` items.
     batch_size: inputs per Explainer call (default 32).
-    chunk_size: items per store chunk, the unit of resume and of sharding (default 64).
+    chunk_size: items per store chunk, the unit of resume and of sharding (None: 64, and
+        for text data 512: a text chunk's texts are bucketed by length, and more texts
+        make tighter buckets; see benchmarks/results/text-job-cpu-2026-12-07.md).
     internal_batch_size: path points per forward+backward pass (None: the engine's).
     dtype: the model's precision: fp32 (default), fp64, or bf16/fp16 autocast.
     store_dtype: float32 (default) or float16 attributions in the store.
@@ -82,7 +85,7 @@ class JobConfig:
     preprocess: Optional[str] = None
     limit: Optional[int] = None
     batch_size: int = 32
-    chunk_size: int = 64
+    chunk_size: Optional[int] = None
     internal_batch_size: Optional[int] = None
     dtype: str = "fp32"
     store_dtype: str = "float32"
@@ -112,6 +115,8 @@ class JobConfig:
         """Validate every field; raise ValueError/TypeError naming it. Returns self."""
         if not isinstance(self.out, str) or not self.out:
             raise ValueError("out must name a run folder")
+        if self.chunk_size is None:
+            self.chunk_size = TEXT_CHUNK_SIZE if self.is_text() else CHUNK_SIZE
         for name in ("batch_size", "chunk_size"):
             _positive_int(getattr(self, name), name)
         for name in ("steps", "limit", "internal_batch_size", "n_baselines", "max_length", "max_tokens"):
