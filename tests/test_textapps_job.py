@@ -267,6 +267,7 @@ def _cli(capsys, *args):
     (['{"text": "the cat"}'], ["--method", "expected_gradients"], r"--method 'expected_gradients' is not available"),
     (['{"text": "the cat"}'], ["--baseline", "1"], r"--baseline applies to image data.*--token-baseline"),
     (['{"text": "the cat"}'], ["--dtype", "bf16"], r"--dtype bf16 is not available for text data"),
+    (['{"text": "the cat"}'], ["--max-length", "65"], r"--max-length 65 exceeds the model's 64 positions"),
     (['{"text": "the cat"}'], ["--set", "shcedule=uniform"], r"--set shcedule: not a setting of idg on text"),
 ])
 def test_bad_text_input_names_the_flag_and_line_before_any_model_call(folder, tmp_path, capsys, monkeypatch,

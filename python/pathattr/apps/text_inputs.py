@@ -269,10 +269,13 @@ def tokenizer_fingerprint(tok) -> str:
 
 def max_length(tm: TextModel, given: Optional[int]) -> int:
     """--max-length, else the smallest of the tokenizer's and the model's limits, else 512."""
+    positions = getattr(getattr(tm.model, "config", None), "max_position_embeddings", None)
     if given is not None:
+        if isinstance(positions, int) and given > positions:
+            raise LoadError(f"--max-length {given} exceeds the model's {positions} positions "
+                            f"(config.max_position_embeddings)")
         return given
-    limits = [getattr(tm.tokenizer, "model_max_length", None),
-              getattr(getattr(tm.model, "config", None), "max_position_embeddings", None)]
+    limits = [getattr(tm.tokenizer, "model_max_length", None), positions]
     limits = [int(v) for v in limits if isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < 1e6]
     return min(limits) if limits else DEFAULT_MAX_LENGTH
 
