@@ -25,7 +25,7 @@ from ..layers.hooks import LayerReplaced, activations
 from .baselines import check_baseline_arg, pinned, token_id
 from .inputs import check_ids, input_embeddings, vocab_size
 from .results import GenerationAttribution
-from .tasks import logits_of, task_of_class_name
+from .tasks import fast_forward_kwargs, logits_of, task_of_class_name
 
 OUTPUTS = ("log_prob", "logit")
 ATTRIBUTE_TO = ("all", "prompt")
@@ -40,12 +40,15 @@ class _Values(nn.Module):
         self.P = prompt_length
         self.register_buffer("cont", continuation, persistent=False)
         self.output = output
+        self.kw = fast_forward_kwargs(model, keep=continuation.numel())
 
     def forward(self, input_ids):
-        logits = logits_of(self.model(input_ids=input_ids))[:, self.P - 1:]  # (rows, T, V)
+        T = self.cont.numel()
+        # positions P-1 .. N-2 predict the continuation: the last T of the N-1 inputs
+        logits = logits_of(self.model(input_ids=input_ids, **self.kw))[:, -T:]  # (rows, T, V)
         if self.output == "log_prob":
             logits = torch.log_softmax(logits, -1)
-        n, T = logits.shape[0], self.cont.numel()
+        n = logits.shape[0]
         return logits.gather(2, self.cont.view(1, T, 1).expand(n, T, 1)).squeeze(2)
 
 
@@ -260,13 +263,13 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
         f = runner.call(pts, (x_in.expand(n, -1),))
         if not isinstance(f, torch.Tensor) or tuple(f.shape) != (n, T):
             raise ValueError(f"internal: values of shape {tuple(getattr(f, 'shape', ()))}, expected ({n}, {T})")
-        return [runner.backward(f[:, k], pts, retain_graph=k < T - 1) for k in range(T)]
+        w = weights[s:s + n].to(f.dtype)  # rows weighted before the backward: the fold is a plain sum
+        return [runner.backward(f[:, k] * w, pts, retain_graph=k < T - 1) for k in range(T)]
 
     def fold(s, n, grads):
-        w = weights[s:s + n].view(n, 1, 1)
         for k, g in enumerate(grads):
             if g is not None:
-                acc[k] += (w * g.to(acc_dtype)).sum(0)
+                acc[k] += g.sum(0, dtype=acc_dtype)
 
     runner.chunks(S, h_x[0].numel(), h_x.device.type, step, fold)
     if not bool(torch.isfinite(acc).all()):
