@@ -176,3 +176,26 @@ def test_import_pathattr_does_not_import_transformers():
             "assert 'transformers' not in sys.modules, 'transformers imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_text_rows_and_load_pretrained(tok, seed, tmp_path, monkeypatch):
+    model = tm.bert_classifier(seed=seed)
+    texts = ["a cat", "the big red dog sat on a mat"]
+    res = pt.attribute_tokens(model, texts, tokenizer=tok, n_steps=4)
+    row = res.text(0)
+    assert row["tokens"] == ["[CLS]", "a", "cat", "[SEP]"] and row["scores"].shape == (4,)
+    assert torch.equal(row["scores"], res.scores[0, :4]) and row["position"] is None
+    assert res.text(-1)["ids"].numel() == int(res.lengths[1])
+    with pytest.raises(IndexError):
+        res.text(2)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    m2, t2 = pt.load_pretrained(str(tmp_path), dtype=torch.float64)
+    assert type(m2).__name__ == "BertForSequenceClassification" and not m2.training
+    again = pt.attribute_tokens(m2, texts, tokenizer=t2, n_steps=4)
+    assert_close(again.scores, res.scores, rtol=1e-12, atol=1e-14, what="the reloaded model")
+    with pytest.raises(ValueError, match="local folder"):
+        pt.load_pretrained(str(tmp_path / "missing"))
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install pathattr\[text\]"):
+        pt.load_pretrained(str(tmp_path))
