@@ -25,7 +25,7 @@ from ..layers.hooks import LayerReplaced, activations
 from .baselines import check_baseline_arg, pinned, token_id
 from .inputs import check_ids, input_embeddings, vocab_size
 from .results import GenerationAttribution
-from .tasks import logits_of, task_of_class_name
+from .tasks import fast_forward_kwargs, logits_of, task_of_class_name
 
 OUTPUTS = ("log_prob", "logit")
 ATTRIBUTE_TO = ("all", "prompt")
@@ -40,12 +40,15 @@ class _Values(nn.Module):
         self.P = prompt_length
         self.register_buffer("cont", continuation, persistent=False)
         self.output = output
+        self.kw = fast_forward_kwargs(model, keep=continuation.numel())
 
     def forward(self, input_ids):
-        logits = logits_of(self.model(input_ids=input_ids))[:, self.P - 1:]  # (rows, T, V)
+        T = self.cont.numel()
+        # positions P-1 .. N-2 predict the continuation: the last T of the N-1 inputs
+        logits = logits_of(self.model(input_ids=input_ids, **self.kw))[:, -T:]  # (rows, T, V)
         if self.output == "log_prob":
             logits = torch.log_softmax(logits, -1)
-        n, T = logits.shape[0], self.cont.numel()
+        n = logits.shape[0]
         return logits.gather(2, self.cont.view(1, T, 1).expand(n, T, 1)).squeeze(2)
 
 
@@ -247,7 +250,10 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
     """sum_s w_s dF_k/dh(h_b + alpha_s (h_x - h_b)) for every k: (T, N-1, E).
 
     One forward per chunk of path points, then one backward per continuation token
-    over the same graph (retain_graph), folded with the quadrature weights."""
+    over the same graph (retain_graph), folded with the quadrature weights. The weights
+    go into the fold, not into the backward's cotangent: near a zero-embedding baseline
+    a normalisation layer's backward cancels large terms, and a scaled cotangent moved
+    Llama's result by 1e-6 relative in fp64 (Captum and a plain loop use unit cotangents)."""
     sched = schedules.uniform(cfg["rule"], cfg["n_steps"], 1)
     alphas = sched.alphas[0].to(device=h_x.device, dtype=h_x.dtype)
     weights = sched.weights[0].to(device=h_x.device, dtype=acc_dtype)

@@ -50,8 +50,20 @@ class TokenAttribution:
         return self.scores.shape[0]
 
     def text(self, i: int) -> Dict[str, Any]:
-        """Text i without padding: ids, tokens, scores, norms (1-D, its own length), target, delta."""
-        raise NotImplementedError
+        """Text i without padding: ids, tokens, scores, norms (1-D, its own length), target,
+        position, delta (the ragged row a store or a service writes)."""
+        if isinstance(i, bool) or not isinstance(i, int) or not -len(self) <= i < len(self):
+            raise IndexError(f"text index {i!r} is out of range for {len(self)} texts")
+        keep = self.attention_mask[i].bool()
+        return {
+            "ids": self.input_ids[i][keep],
+            "tokens": None if self.tokens is None else self.tokens[i],
+            "scores": self.scores[i][keep],
+            "norms": self.norms[i][keep],
+            "target": int(self.target[i]),
+            "position": None if self.position is None else int(self.position[i]),
+            "delta": None if self.delta is None else float(self.delta[i]),
+        }
 
 
 @dataclass

@@ -7,6 +7,7 @@ explained position (sequence classification: the model's own (B, C) logits).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
@@ -50,6 +51,23 @@ def logits_of(out: Any) -> torch.Tensor:
     return logits
 
 
+def fast_forward_kwargs(model: nn.Module, keep: Optional[int] = None) -> dict:
+    """Keywords that skip work an attribution never reads, where the model's forward takes them:
+    use_cache=False (no key/value cache is built, then thrown away) and logits_to_keep=keep
+    (the output layer only at the last `keep` positions; generation reads no others).
+    The numbers are unchanged: each position's logits do not depend on these."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    kw = {}
+    if "use_cache" in params:
+        kw["use_cache"] = False
+    if keep is not None and "logits_to_keep" in params:
+        kw["logits_to_keep"] = int(keep)
+    return kw
+
+
 class TextForward(nn.Module):
     """The HF model called with keywords, reduced to the explained position's logits (B, C).
 
@@ -62,9 +80,10 @@ class TextForward(nn.Module):
         super().__init__()
         self.model = model
         self.task = task
+        self.kw = fast_forward_kwargs(model)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, position=None):
-        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kw = dict(self.kw, input_ids=input_ids, attention_mask=attention_mask)
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
         logits = logits_of(self.model(**kw))
