@@ -248,18 +248,6 @@ def check_settings(method: str, settings: dict) -> None:
         raise LoadError(f"--set {unknown[0]}: not a setting of {method} on text; known: {', '.join(sorted(known))}")
 
 
-def text_rows(res) -> List[dict]:
-    """Each text of a TokenAttribution without its padding: ids, tokens, scores, norms (1-D,
-    the text's own tokens: where its attention mask is 1), target, delta."""
-    out = []
-    for i in range(res.scores.shape[0]):
-        keep = res.attention_mask[i].bool()
-        out.append({"ids": res.input_ids[i][keep], "tokens": res.tokens[i] if res.tokens is not None else None,
-                    "scores": res.scores[i][keep], "norms": res.norms[i][keep], "target": int(res.target[i]),
-                    "delta": None if res.delta is None else float(res.delta[i])})
-    return out
-
-
 def tokenizer_fingerprint(tok) -> str:
     """sha256 over the tokenizer's class and vocabulary (what turns text into ids)."""
     h = hashlib.sha256(type(tok).__qualname__.encode())

@@ -141,7 +141,7 @@ class TextJob(_Job):
             target=target, task="sequence_classification", method=cfg.method, baseline=cfg.token_baseline,
             output=cfg.output, internal_batch_size=cfg.internal_batch_size, batch_size=cfg.batch_size,
             max_tokens=cfg.max_tokens, return_convergence_delta=True, return_details=True, **self.settings)
-        rows = ti.text_rows(res)
+        rows = [res.text(j) for j in range(len(res))]
         n_tok = np.array([len(r["ids"]) for r in rows], dtype=np.int64)
         k = start // cfg.chunk_size
         offsets = k * self.capacity + np.concatenate([[0], np.cumsum(n_tok)[:-1]]).astype(np.int64)
@@ -205,7 +205,7 @@ def _end_values(res) -> Dict[str, np.ndarray]:
         parts = [getattr(d, attr, None) for d in res.details]
         if any(p is None for p in parts):
             continue
-        v = np.full(res.scores.shape[0], np.nan, dtype=np.float32)
+        v = np.full(len(res), np.nan, dtype=np.float32)
         for rows, p in zip(res.buckets, parts):
             v[np.asarray(rows, dtype=np.int64)] = _np(p).astype(np.float32).reshape(-1)
         out[name] = v

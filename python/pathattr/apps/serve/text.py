@@ -82,8 +82,8 @@ class TextBatcher(DynamicBatcher):
                 continue
             tg = None if targets[group[0]] is None else torch.tensor([targets[i] for i in group], dtype=torch.long)
             res = self.explainer([ids[i] for i in group], tg)
-            for i, row in zip(group, ti.text_rows(res)):
-                out[i] = row
+            for j, i in enumerate(group):
+                out[i] = res.text(j)
         self.record(len(ids), len(reqs), time.perf_counter() - start)
         results, at = [], 0
         for r in reqs:
