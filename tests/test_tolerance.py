@@ -212,3 +212,18 @@ def test_float32_model_and_tuple_free_shapes():
     assert res.attributions.shape == x.shape and res.attributions.dtype == torch.float32
     ref = _fine_reference(model.double(), x.double(), torch.full((3,), 2), n=8000)
     assert (_rel(res.attributions.double(), ref) < 0.03).all()
+
+
+@pytest.mark.parametrize("method", ["ig", "idg"])
+def test_distribution_baselines_refine_every_path_and_report_per_input(method):
+    model = _mlp(nn.Tanh, 2, seed=16)
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 8, dtype=torch.float64, generator=g)
+    dist = pa.distribution_baseline(torch.randn(4, 8, dtype=torch.float64, generator=g))
+    fine = pa.Explainer(model, method, n_steps=400, **({"schedule": "uniform", "rule": "gausslegendre"}
+                                                       if method == "idg" else {})).attribute(x, dist, target=0)
+    res = pa.Explainer(model, method, rtol=1e-5).attribute(x, dist, target=0, return_details=True)
+    assert (_rel(res.attributions, fine) < 1e-5).all()
+    ex = res.extras
+    assert ex["n_evaluations"].shape == (2,) and (ex["n_evaluations"] >= 4 * 17).all()
+    assert ex["converged"].all() and (ex["error_estimate"] < 1e-5).all()
