@@ -227,3 +227,15 @@ def test_distribution_baselines_refine_every_path_and_report_per_input(method):
     ex = res.extras
     assert ex["n_evaluations"].shape == (2,) and (ex["n_evaluations"] >= 4 * 17).all()
     assert ex["converged"].all() and (ex["error_estimate"] < 1e-5).all()
+
+
+@pytest.mark.parametrize("idg", [False, True])
+def test_layer_attribution_refines_in_activation_space(idg):
+    model = _mlp(nn.Tanh, 3, seed=18)
+    x = torch.randn(3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(19))
+    fn = pa.layer_integrated_decision_gradients if idg else pa.layer_integrated_gradients
+    fixed = fn(model, model[2], x, target=1, n_steps=400,
+               **({"schedule": "uniform", "method": "gausslegendre"} if idg else {}))
+    res = fn(model, model[2], x, target=1, rtol=1e-6, return_details=True)
+    assert (_rel(res.attributions, fixed) < 1e-6).all()
+    assert res.extras["converged"].all() and res.extras["n_evaluations"].shape == (3,)

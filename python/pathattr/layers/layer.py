@@ -151,7 +151,9 @@ def layer_integrated_gradients(model, layer, inputs, baselines=None, target=None
                                n_steps: int = 50, method: str = "gausslegendre", attribute_to_layer_input: bool = False,
                                internal_batch_size: Optional[int] = None, return_convergence_delta: bool = False,
                                return_details: bool = False, output="logit", autocast: Optional[torch.dtype] = None,
-                               backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None):
+                               backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None,
+                               rtol: Optional[float] = None, min_steps: Optional[int] = None,
+                               max_steps: Optional[int] = None):
     """IG of F with respect to `layer`'s output (or input), as Captum's LayerIntegratedGradients.
 
     Args:
@@ -168,6 +170,8 @@ def layer_integrated_gradients(model, layer, inputs, baselines=None, target=None
         target, additional_forward_args, output, internal_batch_size, autocast, backend,
         accumulate_dtype: as in `integrated_gradients`.
         n_steps, method: the quadrature rule (default Gauss-Legendre, 50 steps).
+        rtol, min_steps, max_steps: refine each input's path in activation space until its
+            map is within rtol (relative L2; docs/methods.md §14), as in `integrated_gradients`.
     Returns:
         attributions (B, *layer_shape): (h(x) - h(x')) * sum_k w_k dF/dh(h(alpha_k)); for an
         embedding layer `token_scores(attr)` sums them per token. With
@@ -180,7 +184,7 @@ def layer_integrated_gradients(model, layer, inputs, baselines=None, target=None
                            attribute_to_layer_input, return_convergence_delta, return_details,
                            dict(output=output, internal_batch_size=internal_batch_size, autocast=autocast,
                                 backend=backend, accumulate_dtype=accumulate_dtype),
-                           n_steps=n_steps, rule=method)
+                           n_steps=n_steps, rule=method, rtol=rtol, min_steps=min_steps, max_steps=max_steps)
 
 
 def layer_integrated_decision_gradients(model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
@@ -191,14 +195,15 @@ def layer_integrated_decision_gradients(model, layer, inputs, baselines=None, ta
                                         probe_batch_size: Optional[int] = None,
                                         return_convergence_delta: bool = False, return_details: bool = False,
                                         output="logit", autocast: Optional[torch.dtype] = None, backend: str = "auto",
-                                        accumulate_dtype: Optional[torch.dtype] = None):
+                                        accumulate_dtype: Optional[torch.dtype] = None, rtol: Optional[float] = None,
+                                        min_steps: Optional[int] = None, max_steps: Optional[int] = None):
     """IDG of F with respect to `layer`'s output (or input): the IDG path (docs/methods.md §2) in
     activation space, with the importance factor dF/dalpha = g . (h(x) - h(x')).
 
     Arguments as `layer_integrated_gradients` plus IDG's schedule settings (see
     `integrated_decision_gradients`: adaptive schedule with N = max(2, M // 4) probe
-    intervals by default). Cost: 2 forwards + M forward+backward passes per input, plus
-    N + 1 forward-only passes for the adaptive schedule.
+    intervals by default; or rtol, min_steps, max_steps: docs/methods.md §14). Cost: 2 forwards
+    + M forward+backward passes per input, plus N + 1 forward-only passes for the adaptive schedule.
     """
     return attribute_layer("idg", model, layer, inputs, baselines, target, additional_forward_args,
                            attribute_to_layer_input, return_convergence_delta, return_details,
@@ -206,4 +211,4 @@ def layer_integrated_decision_gradients(model, layer, inputs, baselines=None, ta
                                 probe_batch_size=probe_batch_size, autocast=autocast, backend=backend,
                                 accumulate_dtype=accumulate_dtype),
                            n_steps=n_steps, schedule=schedule, n_probe=n_probe, rule=method, importance=importance,
-                           normalize=normalize)
+                           normalize=normalize, rtol=rtol, min_steps=min_steps, max_steps=max_steps)
