@@ -160,6 +160,20 @@ class Explainer:
             return res.attributions, res.delta
         return res.attributions
 
+    def with_settings(self, **changes: Any) -> "Explainer":
+        """An Explainer of the same method on the same engine (model, buffers, learnt chunk
+        sizes) with some method settings changed, e.g. rtol per request in the service.
+        Checked like the constructor's (ValueError/TypeError naming the setting)."""
+        merged = dict(self.settings)
+        merged.update(changes)
+        new = object.__new__(Explainer)
+        new.__dict__.update(self.__dict__)
+        new.settings = methods.settings_of(self._method, merged, f"Explainer(method={self.method!r})")
+        new._lock = threading.Lock()
+        new._timer = CallTimer()
+        new._warned = False
+        return new
+
     def warmup(self, example_shape, batch_size: int = 1, dtype: Optional[torch.dtype] = None, device=None,
                target: Any = None, baselines: Any = None, **kwargs) -> "Explainer":
         """Run one call on random inputs of shape (batch_size, *example_shape) so buffers are

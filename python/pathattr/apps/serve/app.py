@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...engine.deadline import DeadlineExceeded
 from .batcher import BatcherClosed, QueueFull
-from .codec import BadRequest, decode_instances, encode_array, heatmap_png, parse_options, parse_targets
+from .codec import BadRequest, decode_instances, encode_array, heatmap_png, parse_options, parse_rtol, parse_targets
 from .metrics import CONTENT_TYPE_LATEST
 
 log = logging.getLogger("pathattr.serve")
@@ -46,6 +46,9 @@ REQUEST_SCHEMA = {
             "dtype": {"type": "string", "enum": ["float32", "float16"], "default": "float32"},
             "heatmap": {"type": "boolean", "default": False, "description": "add a base64 PNG of |attributions|"},
             "timeout_ms": {"type": "number", "exclusiveMinimum": 0},
+            "rtol": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                     "description": "refine each explanation to this relative error within the deadline "
+                                    "(ig, idg, left_ig); the answer adds error_estimate, converged, n_evaluations"},
             "norms": {"type": "boolean", "default": False, "description": "text: also the L2 norm per token"}}}}}
 RESPONSE_SCHEMA = {
     "type": "object", "properties": {
@@ -154,20 +157,25 @@ def build_app(service) -> FastAPI:
         if getattr(service, "kind", "image") == "text":
             return await _explain_texts(payload)
         enc, dt, want_png, timeout_ms, target = parse_options(payload.get("parameters"))
+        rtol = parse_rtol(payload.get("parameters"))
+        ex = service.explainer_for(rtol)  # 422 where the method has no rtol
         spec = service.spec
         x = decode_instances(payload["instances"], spec.input_shape, spec.dtype, service.max_batch)
         targets = parse_targets(target, x.shape[0], spec.num_classes)
         timeout = (timeout_ms if timeout_ms is not None else service.timeout_ms) / 1e3
-        fut = service.batcher.submit(x, targets, deadline=time.monotonic() + timeout)
+        fut = service.batcher.submit(x, targets, deadline=time.monotonic() + timeout, explainer=ex)
         try:
-            attr, tout = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+            attr, tout, *rest = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except asyncio.TimeoutError:
             fut.cancel()
             metrics.deadline_exceeded.inc()
             raise DeadlineExceeded(f"deadline exceeded: no result within {timeout * 1e3:.3g} ms") from None
         out = []
-        for a, t in zip(attr, tout.tolist()):
+        stats = rest[0] if rest else {}
+        for i, (a, t) in enumerate(zip(attr, tout.tolist())):
             item = {"target": int(t), "attributions": encode_array(a, enc, dt)}
+            for key, v in stats.items():  # rtol: how far this explanation got
+                item[key] = v[i].item()
             if want_png:
                 item["heatmap_png"] = heatmap_png(a)
             out.append(item)

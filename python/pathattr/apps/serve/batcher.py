@@ -29,10 +29,11 @@ class BatcherClosed(RuntimeError):
 
 
 class _Request:
-    __slots__ = ("inputs", "targets", "deadline", "future")
+    __slots__ = ("inputs", "targets", "deadline", "future", "explainer")
 
-    def __init__(self, inputs, targets, deadline):
+    def __init__(self, inputs, targets, deadline, explainer=None):
         self.inputs, self.targets, self.deadline, self.future = inputs, targets, deadline, Future()
+        self.explainer = explainer  # None: the batcher's; else one with other settings (a request's rtol)
 
 
 class DynamicBatcher:
@@ -79,14 +80,17 @@ class DynamicBatcher:
                 self._thread.start()
         return self
 
-    def submit(self, inputs: torch.Tensor, targets: Sequence[Optional[int]], deadline: Optional[float] = None) -> Future:
-        """Queue (n, *shape) inputs with n targets (None: argmax). Returns a Future."""
+    def submit(self, inputs: torch.Tensor, targets: Sequence[Optional[int]], deadline: Optional[float] = None,
+               explainer=None) -> Future:
+        """Queue (n, *shape) inputs with n targets (None: argmax). Returns a Future.
+        explainer: another Explainer for this request (e.g. `with_settings(rtol=...)`);
+        only requests with the same explainer are merged."""
         n = self.rows_of(inputs)
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"inputs must have between 1 and max_batch ({self.max_batch}) rows, got {n}")
         if len(targets) != n:
             raise ValueError(f"targets has {len(targets)} entries for {n} rows")
-        req = _Request(inputs, list(targets), deadline)
+        req = _Request(inputs, list(targets), deadline, explainer)
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
@@ -210,37 +214,67 @@ class DynamicBatcher:
         req.future.set_exception(DeadlineExceeded(why))
 
     def _attribute(self, reqs: List[_Request]):
-        ex = self.explainer
+        ex = reqs[0].explainer or self.explainer
         x = torch.cat([r.inputs for r in reqs])
         targets = [t for r in reqs for t in r.targets]
         dev = _device(ex.model)
         x = x.to(dev)
+        # rtol mode refines until a little before the earliest deadline, then answers with
+        # what it has (each explanation says its estimate and whether it converged).
+        tol = getattr(ex, "settings", {}).get("rtol") is not None
+        limit = _refine_until(reqs) if tol else None
         # The plain library call: rows without a target get the library's own argmax
         # (reported back in the result's targets); rows with one keep theirs. A batch that
         # mixes both makes one call per kind, so the batcher never runs the model itself.
         start = time.perf_counter()
         none = [i for i, t in enumerate(targets) if t is None]
-        if not none:
-            tout = torch.tensor(targets, dtype=torch.long, device=dev)
-            attr = ex.attribute(x, target=tout)
-        elif len(none) == len(targets):
-            res = ex.attribute(x, target=None, return_details=True)
-            attr, tout = res.attributions, res.target
-        else:
-            given = [i for i, t in enumerate(targets) if t is not None]
-            gi, ni = torch.tensor(given, device=dev), torch.tensor(none, device=dev)
-            res = ex.attribute(x.index_select(0, ni), target=None, return_details=True)
-            tg = torch.tensor([targets[i] for i in given], dtype=torch.long, device=dev)
-            part = ex.attribute(x.index_select(0, gi), target=tg)
-            attr = torch.empty((x.shape[0],) + tuple(part.shape[1:]), dtype=part.dtype, device=part.device)
-            attr[gi], attr[ni] = part, res.attributions
-            tout = torch.empty(x.shape[0], dtype=torch.long, device=dev)
-            tout[gi], tout[ni] = tg, res.target.to(dev)
+        given = [i for i, t in enumerate(targets) if t is not None]
+        attr = tout = None
+        stats: dict = {}
+        for rows in (none, given):
+            if not rows:
+                continue
+            idx = torch.tensor(rows, device=dev)
+            part = x if len(rows) == x.shape[0] else x.index_select(0, idx)
+            tg = None if rows is none else torch.tensor([targets[i] for i in rows], dtype=torch.long, device=dev)
+            if tg is None or tol:
+                res = ex.attribute(part, target=tg, return_details=True, **({"deadline": limit} if tol else {}))
+                a, t = res.attributions, res.target.to(dev)
+            else:
+                a, t, res = ex.attribute(part, target=tg), tg, None
+            if attr is None:
+                attr = torch.empty((x.shape[0],) + tuple(a.shape[1:]), dtype=a.dtype, device=a.device)
+                tout = torch.empty(x.shape[0], dtype=torch.long, device=dev)
+            attr[idx.to(attr.device)], tout[idx] = a, t
+            if tol:
+                for key in ("error_estimate", "converged", "n_evaluations"):
+                    v = res.extras[key]
+                    if key not in stats:
+                        stats[key] = torch.empty(x.shape[0], dtype=v.dtype)
+                    stats[key][idx.cpu()] = v.detach().cpu()
         self.record(x.shape[0], len(reqs), time.perf_counter() - start)
         attr = attr.detach().cpu()
         tout = tout.detach().cpu()
         sizes = [self.rows_of(r.inputs) for r in reqs]
-        return list(zip(torch.split(attr, sizes), torch.split(tout, sizes)))
+        if not tol:
+            return list(zip(torch.split(attr, sizes), torch.split(tout, sizes)))
+        per = {k: torch.split(v, sizes) for k, v in stats.items()}
+        return [(a, t, {k: per[k][i] for k in per}) for i, (a, t) in
+                enumerate(zip(torch.split(attr, sizes), torch.split(tout, sizes)))]
+
+
+# rtol calls stop refining this share of the time left before the earliest deadline (at
+# least 5 ms), so the answer, its encoding and the response still fit.
+ANSWER_MARGIN = 0.2
+
+
+def _refine_until(reqs: List[_Request]) -> Optional[float]:
+    deadlines = [r.deadline for r in reqs if r.deadline is not None]
+    if not deadlines:
+        return None
+    first = min(deadlines)
+    left = first - time.monotonic()
+    return first - max(ANSWER_MARGIN * left, 0.005)
 
 
 def _device(model) -> torch.device:

@@ -144,12 +144,13 @@ def heatmap_png(a: torch.Tensor, min_side: int = 64) -> str:
 
 
 def parse_options(params: Any) -> Tuple[str, str, bool, Optional[float], Any]:
-    """`parameters` -> (encoding, dtype, heatmap, timeout_ms, target)."""
+    """`parameters` -> (encoding, dtype, heatmap, timeout_ms, target); `rtol` is read by
+    `parse_rtol`."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise BadRequest(422, "'parameters' must be an object")
-    known = {"encoding", "dtype", "heatmap", "timeout_ms", "target"}
+    known = {"encoding", "dtype", "heatmap", "timeout_ms", "target", "rtol"}
     if set(params) - known:
         raise BadRequest(422, f"unknown parameters {sorted(set(params) - known)}; known: {sorted(known)}")
     enc = params.get("encoding", "list")
@@ -165,6 +166,16 @@ def parse_options(params: Any) -> Tuple[str, str, bool, Optional[float], Any]:
     if to is not None and (isinstance(to, bool) or not isinstance(to, (int, float)) or not math.isfinite(to) or to <= 0):
         raise BadRequest(422, f"parameters.timeout_ms must be a positive number, got {to!r}")
     return enc, dt, hm, to, params.get("target")
+
+
+def parse_rtol(params: Any) -> Optional[float]:
+    """`parameters.rtol`: None, or a relative error in (0, 1) for this request (docs/methods.md §14)."""
+    rt = params.get("rtol") if isinstance(params, dict) else None
+    if rt is None:
+        return None
+    if isinstance(rt, bool) or not isinstance(rt, (int, float)) or not math.isfinite(rt) or not 0 < rt < 1:
+        raise BadRequest(422, f"parameters.rtol must be a number in (0, 1), got {rt!r}")
+    return float(rt)
 
 
 def split_rows(x: torch.Tensor, sizes: Sequence[int]) -> List[torch.Tensor]:

@@ -12,6 +12,7 @@ import torch
 
 from ...explainer import Explainer
 from .batcher import DynamicBatcher
+from .codec import BadRequest
 from .metrics import ServiceMetrics
 from .spec import ModelSpec
 
@@ -61,6 +62,22 @@ class ExplanationService:
         self.torch_threads = torch_threads
         self.warmup_error: Optional[str] = None
         self._ready = threading.Event()
+        self._by_rtol: Dict[float, Any] = {}
+
+    def explainer_for(self, rtol: Optional[float]):
+        """The Explainer for a request's rtol (None: the service's own), kept per value;
+        a BadRequest (422) where the method has no rtol."""
+        if rtol is None:
+            return None
+        ex = self._by_rtol.get(rtol)
+        if ex is None:
+            try:
+                ex = self.explainer.with_settings(rtol=rtol)
+            except (TypeError, ValueError) as err:
+                raise BadRequest(422, f"parameters.rtol: {err}") from None
+            if len(self._by_rtol) < 16:  # a few distinct values are usual; do not grow without bound
+                self._by_rtol[rtol] = ex
+        return ex
 
     @property
     def method(self) -> str:
