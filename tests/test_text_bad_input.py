@@ -139,6 +139,7 @@ def test_generation_bad_input_before_any_model_call(tok):
         (dict(prompt=IDS[0], continuation=[7], baseline=torch.zeros(3, dtype=torch.long)), ValueError, "baseline"),
         (dict(prompt=IDS[0], continuation=[7], n_steps=-1), ValueError, "n_steps"),
         (dict(prompt="a cat", continuation=[7]), ValueError, "tokenizer"),
+        (dict(prompt=IDS[0], continuation=[7], rtol=1e-3), TypeError, "rtol"),
     ]
     for kw, exc, match in cases:
         with pytest.raises(exc, match=match):

@@ -154,7 +154,8 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
         n_steps, rule: the quadrature (Captum's default: 50, "gausslegendre").
         internal_batch_size: path points per forward (None: the engine's budget).
         return_embeddings: also the (T, N, E) embedding attributions.
-        **method_kwargs: passed to the method's settings (rtol= once the tolerance issue lands).
+        **method_kwargs: none are read yet (each raises TypeError naming it): one schedule
+            serves every target, so rtol= (issue #15) would need per-target path points.
     Returns: GenerationAttribution. Errors: ValueError / TypeError naming the argument,
         before any model call.
     Cost: 3 forwards (h(x), h(x'), both ends) + per path point one forward and T backwards.
@@ -169,7 +170,10 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     if m.NAME != "ig":
         raise ValueError(f"method must be 'ig' for generation attribution (one schedule serves every position); "
                          f"got {method!r}")
-    cfg = m.settings(n_steps=n_steps, rule=rule, **method_kwargs)
+    if method_kwargs:  # this loop reads n_steps and rule only; a setting it would ignore is an error
+        raise TypeError(f"attribute_generation has no setting {next(iter(method_kwargs))!r}: its quadrature is "
+                        f"n_steps and rule (an adaptive rtol= needs per-target path points: not supported here)")
+    cfg = m.settings(n_steps=n_steps, rule=rule)
     check_choice(output, "output", OUTPUTS)
     check_choice(attribute_to, "attribute_to", ATTRIBUTE_TO)
     check_bool(keep_special_tokens, "keep_special_tokens")
