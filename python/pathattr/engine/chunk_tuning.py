@@ -184,3 +184,18 @@ def table_for(model) -> Tuple[Table, bool]:
             return t, True
         except TypeError:  # not weak-referenceable (or not hashable)
             return Table(), False
+
+
+def choices(model) -> List[dict]:
+    """What has been learnt for `model` (benchmarks report it): one dict per key with
+    its shape, dtype, pass kind, the budget's size and the choice (None: still measuring)."""
+    with _LOCK:
+        try:
+            t = _TABLES.get(model)
+        except TypeError:
+            t = None
+    if t is None:
+        return []
+    return [{"shape": list(meta[0]) if meta else None, "dtype": str(meta[1]) if meta else None,
+             "forward_only": partial[3], "budget": e.base, "chosen": e.best}
+            for (partial, meta), e in list(t.entries.items())]
