@@ -242,3 +242,17 @@ def test_tuning_on_cuda_syncs_and_stays_exact(seed):
     for _ in range(8):
         assert_close(ex.attribute(x.cuda(), target=1), want, rtol=1e-10, atol=1e-12, what="IG on CUDA")
     assert ex.engine.runner.tuning_table().entries  # it was measured
+
+
+def test_the_table_forgets_the_oldest_shapes(clock, monkeypatch):
+    """Many input shapes (text of many lengths) do not grow a model's table without end:
+    past MAX_ENTRIES the oldest entry goes, and with it the partial key that named it."""
+    monkeypatch.setattr(chunk_tuning, "MAX_ENTRIES", 2)
+    model = Costed(lambda x: x.flatten(1)[:, :2], clock, per_row_optimum(BASE))
+    runner = ModelRunner(model)
+    for shape in ((2, 64, 64), (FEATURES,), (64, 128)):
+        _pass(runner, 64, shape=shape)
+    table = runner.tuning_table()
+    assert len(table.entries) == 2
+    assert {full[1][0] for full in table.entries} == {(FEATURES,), (64, 128)}
+    assert all(full in table.entries for full in table.latest.values())

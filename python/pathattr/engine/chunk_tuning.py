@@ -67,6 +67,8 @@ class Entry:
             self.best = self.held
 
     def _neighbour(self, size: int, direction: int) -> Optional[int]:
+        if size not in self.sizes:
+            return None
         i = self.sizes.index(size) + direction
         return self.sizes[i] if 0 <= i < len(self.sizes) else None
 
@@ -164,6 +166,7 @@ class Table:
         if e is None:
             if len(self.entries) >= MAX_ENTRIES:  # forget the oldest (dicts keep insertion order)
                 self.entries.pop(next(iter(self.entries)))
+                self.latest = {p: f for p, f in self.latest.items() if f in self.entries}
             e = self.entries[full] = Entry(base, row_elements, device_type)
         self.latest[partial] = full
         return e
