@@ -26,8 +26,8 @@ import weakref
 from typing import Dict, Hashable, List, Optional, Tuple
 
 LADDER = (0.25, 0.5, 1, 2, 4, 8)  # multiples of the budget's chunk that may be tried
-PAIRS = 3  # paired samples per duel
-MARGIN = 0.03  # a challenger must be this much faster per row to take over (noise must not move a choice)
+PAIRS = 5  # paired samples per duel (a loaded 2-core machine swings by tens of percent)
+MARGIN = 0.05  # a challenger must be this much faster per row to take over (noise must not move a choice)
 # Sizes above the budget's stay within these input elements per chunk (8x the CPU budget,
 # 2x the CUDA one: device memory is the scarcer there; an out-of-memory error while
 # trying a size above the budget's drops that size quietly, see Entry.too_big).
