@@ -3,8 +3,12 @@
     python -m benchmarks.cpu [--quick] [--repeat 5] [--cases digits_cnn/b1 ...] [--out benchmarks/results/cpu-DATE.json]
 
 Cases: the bundled DigitsCNN (1x8x8) and a deeper ResidualCNN (3x32x32), batch 1
-and 32, 50 steps. Providers:
-  pathattr_ig       pa.integrated_gradients, default settings (gausslegendre, auto chunk)
+and 32, and a 2-layer transformer encoder (16 tokens x 64, a classifier head over the
+mean of the tokens) at batch 16; 50 steps. Providers:
+  pathattr_ig       pa.integrated_gradients, default settings (gausslegendre, auto chunk:
+                    the element budget, then the size chunk tuning chose; engine/chunk_tuning.py)
+  pathattr_ig_budget  the same at the element budget's chunks (internal_batch_size set to
+                    them): pathattr before chunk tuning
   pathattr_idg      pa.integrated_decision_gradients, default (adaptive, M=50, N=12)
   pathattr_*_explainer  the same through one reused Explainer (the service path)
   captum_ig         Captum 0.9 IntegratedGradients, its defaults (one batch of B*50)
@@ -14,6 +18,9 @@ and 32, 50 steps. Providers:
                     (pathattr's default among them)
   bare_idg          the floor for IDG: bare forward-only of B*13 probe points at their
                     best chunk, then bare_fwd_bwd, in one call (the passes IDG makes)
+Before timing, pathattr's providers are called until chunk tuning has chosen for every
+pass of the model (`tuning_calls` in the JSON: how many calls and seconds that took; the
+timed rounds are the steady state after it).
 Providers are sampled round-robin, so drifts of a shared machine hit all alike, and
 each acceptance ratio is reported paired (the median over rounds of the two providers'
 quotient, in which a drift between rounds cancels) and as the quotient of medians. On
@@ -24,18 +31,53 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import pathattr as pa
 from pathattr.data.digits import load_digits_data, load_digits_model
 from pathattr.data.models import ResidualCNN
+from pathattr.engine.runner import chunk_rows
+
+try:  # absent before chunk tuning (benchmarks of older versions run this same file)
+    from pathattr.engine import chunk_tuning
+except ImportError:
+    chunk_tuning = None
 
 from .harness import Row, best_chunk, environment, paired_ratio, table, time_interleaved, write_results
 
 STEPS = 50
 CHUNKS = [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
+TUNING_CALLS = 80  # at most this many untimed calls for chunk tuning to choose
+
+
+class TransformerEncoderClassifier(nn.Module):
+    """2 encoder layers (d_model 64, 4 heads, feed-forward 128, no dropout) on (B, 16, 64)
+    token embeddings; a linear head over the mean of the tokens, 10 classes."""
+
+    def __init__(self, d_model=64, layers=2, classes=10):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, 4, 2 * d_model, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, classes)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+def settle(model, calls, cap=TUNING_CALLS):
+    """Call `calls` round-robin until chunk tuning has chosen for every pass of `model`;
+    (calls made, seconds). Nothing to do for a version without chunk tuning."""
+    if chunk_tuning is None:
+        return 0, 0.0
+    n, t0 = 0, time.perf_counter()
+    while n < cap and (n == 0 or any(c["chosen"] is None for c in chunk_tuning.choices(model))):
+        calls[n % len(calls)]()
+        n += 1
+    return n, time.perf_counter() - t0
 
 
 def _precision(device, autocast):
@@ -103,6 +145,7 @@ def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
 
     kw = dict(n_steps=steps, autocast=autocast)
     ex_ig, ex_idg = pa.Explainer(model, "ig", **kw), pa.Explainer(model, "idg", **kw)
+    budget = chunk_rows(None, None, 0, x[0].numel(), x.device.type, False, B * steps)
     bare_ig = _bare_fwd_bwd(model, pts, tgt, c, device, autocast)
     bare_probe = _bare_fwd(model, ppts, ptgt, cf, device, autocast)
 
@@ -115,12 +158,18 @@ def run_case(name, model, x, repeat, device="cpu", steps=STEPS, autocast=None):
         "bare_fwd_probe": bare_probe,
         "bare_idg": bare_idg,
         "pathattr_ig": lambda: pa.integrated_gradients(model, x, target=target, **kw),
+        "pathattr_ig_budget": lambda: pa.integrated_gradients(model, x, target=target, internal_batch_size=budget, **kw),
         "pathattr_idg": lambda: pa.integrated_decision_gradients(model, x, target=target, **kw),
         "pathattr_ig_explainer": lambda: ex_ig.attribute(x, target=target),
         "pathattr_idg_explainer": lambda: ex_idg.attribute(x, target=target),
     }
+    n_tune, s_tune = settle(model, [providers["pathattr_ig"], providers["pathattr_idg"]])
+    tuned = eng.rows_per_chunk(eng.prepare(x, target=target), total=B * steps)
+    print(f"  chunk tuning: {n_tune} calls ({s_tune:.1f} s) to choose; IG chunk {ours} -> {tuned}", flush=True)
     extra = {"bare_fwd_bwd": {"chunk": c, "chunk_medians": med}, "bare_fwd_probe": {"chunk": cf, "chunk_medians": medf},
-             "pathattr_ig": {"chunk": ours}}
+             "pathattr_ig": {"chunk": tuned, "budget_chunk": ours, "tuning_calls": n_tune, "tuning_s": round(s_tune, 3),
+                             "choices": chunk_tuning.choices(model) if chunk_tuning else None},
+             "pathattr_ig_budget": {"chunk": budget}}
     try:
         from captum.attr import IntegratedGradients
     except ImportError:
@@ -152,7 +201,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only, 3 repeats (a smoke run)")
     ap.add_argument("--cases", nargs="+", default=None, metavar="CASE",
-                    help="run only these cases (e.g. digits_cnn/b1 residual_cnn/b32; default all)")
+                    help="run only these cases (e.g. digits_cnn/b1 residual_cnn/b32 transformer_enc/b16; default all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -161,14 +210,18 @@ def main(argv=None):
     digits_model = load_digits_model()
     digits, _ = load_digits_data("test")
     resnet = ResidualCNN(width=16, blocks=4).eval()
-    for p in list(digits_model.parameters()) + list(resnet.parameters()):
+    encoder = TransformerEncoderClassifier().eval()
+    for p in list(digits_model.parameters()) + list(resnet.parameters()) + list(encoder.parameters()):
         p.requires_grad_(False)  # both sides see the same frozen model
-    rows = []
+    cases = []
     for B in batches:
-        for name, model, x in ((f"digits_cnn/b{B}", digits_model, digits[:B].clone()),
-                               (f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32))):
-            if args.cases is None or name in args.cases:
-                rows += run_case(name, model, x, repeat)
+        cases += [(f"digits_cnn/b{B}", digits_model, digits[:B].clone()),
+                  (f"residual_cnn/b{B}", resnet, torch.rand(B, 3, 32, 32))]
+    cases.append(("transformer_enc/b16", encoder, torch.randn(16, 16, 64)))
+    rows = []
+    for name, model, x in cases:
+        if args.cases is None or name in args.cases:
+            rows += run_case(name, model, x, repeat)
     env = environment()
     out = Path(args.out or f"benchmarks/results/cpu-{datetime.date.today().isoformat()}.json")
     write_results(rows, out, env, {"steps": STEPS, "repeat": repeat, "chunks": CHUNKS}, summary=ratios(rows))
@@ -186,6 +239,7 @@ def main(argv=None):
 RATIOS = (  # (name, numerator, denominator): the acceptance ratios of the foundation issue and IDG's own
     ("IG/captum", "pathattr_ig", "captum_ig"),
     ("IG/captum_best", "pathattr_ig", "captum_ig_best"),
+    ("IG/IG_budget", "pathattr_ig", "pathattr_ig_budget"),
     ("IG/bare", "pathattr_ig", "bare_fwd_bwd"),
     ("IG/bare (Explainer)", "pathattr_ig_explainer", "bare_fwd_bwd"),
     ("IDG/bare", "pathattr_idg", "bare_idg"),

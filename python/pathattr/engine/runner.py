@@ -2,7 +2,8 @@
 
 Every pass of every method, metric, layer and neuron attribution goes through a
 `ModelRunner`, so each gets the same chunk sizing (an element budget per chunk, as
-measured below), the same out-of-memory back-off (halve the chunk, remember the cap,
+measured below, then the fastest size measured on the model's own chunks:
+engine/chunk_tuning.py), the same out-of-memory back-off (halve the chunk, remember the cap,
 retry the same rows), the same autocast and the same profiling ranges. It offers
 
     call(points, args)       one model call, under autocast (grad mode is the caller's)
@@ -24,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from . import chunk_tuning as _tuning
 from . import profiling as _profiling
 from .profiling import stage
 
@@ -56,22 +58,27 @@ def outside_inference_mode(fn: Callable) -> Callable:
 
 
 def chunk_rows(internal_batch_size: Optional[int], probe_batch_size: Optional[int], oom_rows: int, features: int,
-               device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
-    """Rows per model call: the caller's setting, else the element budget.
+               device_type: str, forward_only: bool = False, total: Optional[int] = None,
+               tuned: Optional[int] = None) -> int:
+    """Rows per model call: the caller's setting, else the measured size `tuned`
+    (engine/chunk_tuning.py), else the element budget.
 
-    With the default budget and `total` rows to cover, the same number of model calls
-    is made with equal chunks instead of full ones and a small tail (50 rows under a
-    cap of 42: 25 + 25, not 42 + 8; measured on the residual CNN, 3x32x32, batch 1:
-    38 ms against 48 ms).
+    With the default budget (or a measured size) and `total` rows to cover, the same
+    number of model calls is made with equal chunks instead of full ones and a small
+    tail (50 rows under a cap of 42: 25 + 25, not 42 + 8; measured on the residual CNN,
+    3x32x32, batch 1: 38 ms against 48 ms).
     """
     if forward_only and probe_batch_size:
         rows = probe_batch_size
     elif internal_batch_size is not None:
         rows = 2 * internal_batch_size if forward_only else internal_batch_size
     else:
-        kind = device_type if device_type in _BUDGET else "cpu"
-        rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // max(1, features))))
-        rows = 2 * rows if forward_only else rows
+        if tuned:
+            rows = tuned
+        else:
+            kind = device_type if device_type in _BUDGET else "cpu"
+            rows = int(min(_MAX_ROWS[kind], max(MIN_ROWS, _BUDGET[kind] // max(1, features))))
+            rows = 2 * rows if forward_only else rows
         if total is not None and total > 0:
             calls = -(-total // rows)
             rows = -(-total // calls)
@@ -84,8 +91,10 @@ class ModelRunner:
     Args:
         model: the user's callable (rows, *shape) (+ extra args) -> outputs.
         autocast: None or torch.bfloat16 / torch.float16: each call runs under torch.autocast.
-        internal_batch_size: rows per forward+backward chunk (None: the element budget).
-        probe_batch_size: rows per forward-only chunk (None: twice the gradient chunk).
+        internal_batch_size: rows per forward+backward chunk (None: the element budget,
+            then the fastest size measured on this model's chunks).
+        probe_batch_size: rows per forward-only chunk (None: twice the gradient chunk,
+            measured the same way unless internal_batch_size is given).
     """
 
     def __init__(self, model: Callable, autocast: Optional[torch.dtype] = None,
@@ -97,6 +106,8 @@ class ModelRunner:
         self.oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self.ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
         self.capturing = False  # inside a CUDA-graph capture: no retry (the capture fails, eager takes over)
+        self._table_of = None  # the model whose chunk-tuning table `_table` is (engine/chunk_tuning.py)
+        self._table = None
 
     # ------------------------------------------------------------ one call
     def context(self, device: torch.device):
@@ -129,9 +140,26 @@ class ModelRunner:
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
-        """Rows per model call for inputs of `features` elements (see chunk_rows)."""
+        """Rows per model call for inputs of `features` elements (see chunk_rows): the
+        measured size once the tuner has chosen one for these inputs."""
+        tuned = None
+        if self.internal_batch_size is None and not (forward_only and self.probe_batch_size):  # sizes_are_ours, inline
+            table = self._table if self._table_of is self.model and self._table is not None else self.tuning_table()
+            tuned = table.chosen((self.autocast, features, device_type, forward_only))
         return chunk_rows(self.internal_batch_size, self.probe_batch_size, self.oom_rows, features, device_type,
-                          forward_only, total)
+                          forward_only, total, tuned)
+
+    def sizes_are_ours(self, forward_only: bool) -> bool:
+        """Whether the chunk size of this kind of pass is pathattr's to choose: a size the
+        caller gave (internal_batch_size, or probe_batch_size for forward-only passes) always wins."""
+        return self.internal_batch_size is None and not (forward_only and self.probe_batch_size)
+
+    def tuning_table(self) -> "_tuning.Table":
+        """The chunk-tuning table of the current model (shared by every runner of it)."""
+        if self._table_of is not self.model or self._table is None:
+            self._table, _ = _tuning.table_for(self.model)
+            self._table_of = self.model
+        return self._table
 
     def back_off(self, step: int) -> int:
         """After an out-of-memory error: halve the chunk, remember the cap for later
@@ -161,23 +189,34 @@ class ModelRunner:
         name: a profiling range around each step (e.g. "probe").
         """
         rows = self.rows(features, device_type, forward_only, total)
+        # Several chunks of a size that is ours to choose: measure them (engine/chunk_tuning.py).
+        tuner = _Tuner(self, features, device_type, forward_only) \
+            if rows < total and not self.capturing and self.sizes_are_ours(forward_only) else None
         s = 0
         with torch.no_grad() if forward_only else torch.enable_grad():
             while s < total:
+                if tuner is not None:
+                    rows = tuner.rows(s, total)
                 n = min(rows, total - s)
                 try:
-                    if name is None:
-                        result = step(s, n)
-                    else:
-                        with stage(name, self.ranges):
+                    with tuner if tuner is not None else _UNTIMED:
+                        if name is None:
                             result = step(s, n)
+                        else:
+                            with stage(name, self.ranges):
+                                result = step(s, n)
                 except torch.OutOfMemoryError:
                     result = None
+                    if tuner is not None and tuner.too_big(n):
+                        continue  # a size the tuner was trying: dropped quietly, the same rows retried
+                    tuner = None  # the usual back-off from here on
                     rows = self.back_off(rows)
                     continue
                 if fold is not None:
                     with stage("fold", self.ranges):
                         fold(s, n, result)
+                if tuner is not None:
+                    tuner.done(s, n, total)
                 s += n
 
     def outputs(self, total: int, features: int, device_type: str, make: Callable[[int, int], Any],
@@ -197,3 +236,90 @@ class ModelRunner:
         if not outs:
             return None
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+
+_UNTIMED = contextlib.nullcontext()
+
+
+class _Tuner:
+    """One chunk loop's part in chunk tuning (engine/chunk_tuning.py). Chunks are sized by
+    the entry of the inputs last seen with these features (the budget for new ones) and
+    timed, step and fold, while that entry is still measuring; the first chunk also
+    learns the inputs' shape, dtype and device, which complete the key.
+
+    The key is learnt by watching the runner's own `call` during the first chunk (an
+    instance attribute shadows the method for that chunk only), so the engine's calls
+    pay nothing for it and no caller has to say what it feeds the model."""
+
+    __slots__ = ("runner", "partial", "features", "device_type", "forward_only", "entry", "known", "meta", "asked",
+                 "t0")
+
+    def __init__(self, runner: ModelRunner, features: int, device_type: str, forward_only: bool):
+        self.runner = runner
+        self.partial = (runner.autocast, features, device_type, forward_only)
+        self.features, self.device_type, self.forward_only = features, device_type, forward_only
+        self.entry = runner.tuning_table().latest_entry(self.partial)  # a guess until the first chunk has run
+        self.known = False
+        self.meta = None
+        self.asked = 0
+        self.t0 = None
+
+    def rows(self, s: int, total: int) -> int:
+        """Rows for the chunk at s: equal chunks over the rows left, at the size being
+        measured (so it is measured as it would run once chosen), or at the choice."""
+        e, oom = self.entry, self.runner.oom_rows
+        size = None
+        if e is not None:
+            if oom and e.best is None and e.size() > oom:  # capped by an out-of-memory error: measuring above it is moot
+                e.settle()
+            size = self.asked = e.size()
+        return chunk_rows(None, None, oom, self.features, self.device_type, self.forward_only, total - s, size)
+
+    def __enter__(self):
+        if not self.known:
+            base_call = ModelRunner.call.__get__(self.runner)
+
+            def watching(points, args=()):
+                self.meta = (tuple(points.shape[1:]), points.dtype, str(points.device))
+                return base_call(points, args)
+
+            self.runner.call = watching  # removed again in __exit__
+        self.t0 = None
+        if self.entry is not None and self.entry.best is None:
+            self._sync()
+            self.t0 = _tuning.clock()
+
+    def __exit__(self, *exc):
+        if not self.known:
+            self.runner.__dict__.pop("call", None)
+        return False
+
+    def _sync(self):
+        if self.device_type == "cuda":
+            torch.cuda.synchronize()  # time the device's work, not the host's queueing of it
+
+    def done(self, s: int, n: int, total: int) -> None:
+        """After the chunk at s of n rows and its fold: learn the key, record the time."""
+        seconds = None
+        if self.t0 is not None:
+            self._sync()
+            seconds = _tuning.clock() - self.t0
+        if not self.known:
+            self.known = True
+            guess, meta = self.entry, self.meta
+            elements = self.features
+            if meta is not None:
+                elements = 1
+                for d in meta[0]:
+                    elements *= d
+            base = chunk_rows(None, None, 0, self.features, self.device_type, self.forward_only)
+            self.entry = self.runner.tuning_table().entry(self.partial, meta, base, elements, self.device_type)
+            if self.entry is not guess:
+                seconds = None  # sized by another key's plan: says nothing about this one
+        if self.entry.best is None:
+            self.entry.record(self.asked, n, total, s == 0, seconds)
+
+    def too_big(self, n: int) -> bool:
+        """Out of memory on n rows: True when the tuner drops that size and the rows are retried."""
+        return self.entry is not None and self.entry.too_big(n)
