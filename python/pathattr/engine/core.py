@@ -55,9 +55,10 @@ class PathEngine:
         model: callable mapping a batch (rows, *shape) (plus extra args) to outputs
             (rows, C), or anything `output` (a callable) can reduce to (rows,).
         output: "logit" (default), "softmax", "log_softmax" or f(model_output, target) -> (rows,).
-        internal_batch_size: path points per forward+backward chunk; None picks a
-            budget of input elements per chunk (2**17 on CPU, as measured; see
-            runner.py), clamped to [16, 1024] points on CPU, [16, 4096] on CUDA.
+        internal_batch_size: path points per forward+backward chunk; None starts from a
+            budget of input elements per chunk (2**17 on CPU; see runner.py), clamped to
+            [16, 1024] points on CPU, [16, 4096] on CUDA, then keeps the fastest size
+            measured on the model's own chunks (engine/chunk_tuning.py).
         probe_batch_size: path points per forward-only chunk; None = twice the
             gradient chunk (forward-only passes keep no graph).
         autocast: None or a dtype (torch.bfloat16 / torch.float16) to run the model
