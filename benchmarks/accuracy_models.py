@@ -25,6 +25,7 @@ class Case:
     inputs: torch.Tensor  # (B, *shape) float64
     note: str
     finer_inputs: Optional[int] = None  # check the reference on this many inputs (None: all); CNNs are slow
+    ref_extra: int = 60000  # most extra reference points per input where panels are bisected (CNNs: fewer)
 
 
 class TokenEncoder(nn.Module):
@@ -100,6 +101,31 @@ class SiluResCNN(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
+def _kaiming(model: nn.Module) -> nn.Module:
+    """He-normal weights (std sqrt(2 / fan_in)): ReLU signals keep their scale through 6 layers
+    (PyTorch's default init shrinks them, leaving F(x) - F(x') tiny next to the gradients)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return model
+
+
+def _bn_stats(model: nn.Module) -> nn.Module:
+    """Trained-like BatchNorm statistics and affine terms: with the defaults (mean 0, var 1, no
+    shift) a bias-free ReLU ResNet is positively homogeneous and its gradient constant on a path
+    from 0."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+            with torch.no_grad():
+                m.weight.copy_(1 + 0.2 * torch.randn(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+    return model
+
+
 def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     torch.manual_seed(seed)
     return build().double().eval()
@@ -121,7 +147,7 @@ def _digits(n: int) -> Case:
     x, _ = load_digits_data("test")
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(15))[:n]
     return Case("digits_cnn", load_digits_model().double().eval(), x[idx].double(),
-                "DigitsCNN, trained (bundled), 1x8x8 test images, ReLU + max-pool", 4)
+                "DigitsCNN, trained (bundled), 1x8x8 test images, ReLU + max-pool", 4, 8000)
 
 
 def _burnt(n: int) -> Case:
@@ -129,14 +155,15 @@ def _burnt(n: int) -> Case:
     from pathattr.data.scenarios import make_burnt_snacks
 
     # 16x16 canvases of the held-out generator (same 4-7 px objects; the model's global max-pool
-    # takes any size): a quarter of the 32x32 cost, which keeps the study within ~15 CPU minutes
-    data = make_burnt_snacks(64, seed=HELDOUT_SEED, size=16, max_squares=2, max_shapes=1)
+    # takes any size; it classifies all 64 right): a quarter of the 32x32 cost, which keeps the study
+    # within ~15 CPU minutes
+    data = make_burnt_snacks(64, seed=HELDOUT_SEED, size=16, max_squares=1, max_shapes=1)
     # half overcooked (class 1), half not: both decisions are explained
     pos = torch.nonzero(data.labels == 1).flatten()[: (n + 1) // 2]
     neg = torch.nonzero(data.labels == 0).flatten()[: n // 2]
     idx = torch.cat([pos, neg])
     return Case("burnt_snacks_cnn", load_burnt_snacks_model().double().eval(), data.images[idx].double(),
-                "Burnt Snacks CNN, trained (bundled), 1x16x16 held-out-seed images, ReLU + max-pools", 2)
+                "Burnt Snacks CNN, trained (bundled), 1x16x16 held-out-seed images, ReLU + max-pools", 2, 8000)
 
 
 def _local_minimum(n: int) -> Case:
@@ -148,6 +175,9 @@ def _local_minimum(n: int) -> Case:
                 "Local Minimum MLP, trained (bundled), d = 6 in [0, 1], shared ReLU MLP per component")
 
 
+GAIN = 40.0  # the saturating MLP's gain on every hidden pre-activation
+
+
 def build_cases(n_inputs: int = 8, names: Optional[List[str]] = None) -> List[Case]:
     """The study's cases, in a fixed order; `names` keeps a subset (in this order)."""
     makers: Dict[str, Callable[[], Case]] = {
@@ -157,26 +187,26 @@ def build_cases(n_inputs: int = 8, names: Optional[List[str]] = None) -> List[Ca
             "transformer_ln", _seeded(2, TokenEncoder), _randn(102, n_inputs, 8, 32),
             "pre-LN TransformerEncoderLayer (d 32, 4 heads, GELU FF 64), 8 tokens: LayerNorm on the input"),
         "attention": lambda: Case(
-            "attention", _seeded(3, AttentionBlock), _randn(103, n_inputs, 8, 24),
-            "residual multi-head self-attention (d 24, 3 heads) + GELU head, 8 tokens, no LayerNorm"),
+            "attention", _seeded(3, AttentionBlock), 3 * _randn(103, n_inputs, 8, 24),
+            "residual multi-head self-attention (d 24, 3 heads) + GELU head, 8 tokens ~ N(0, 3²), no LayerNorm"),
         "gelu_mlp": lambda: Case(
             "gelu_mlp", _seeded(4, lambda: SmoothMLP(32, hidden=64, out_features=10, depth=3)),
             _randn(104, n_inputs, 32), "SmoothMLP: 3 x (Linear 64, LayerNorm, GELU), 32 inputs"),
         "tanh_mlp": lambda: Case(
             "tanh_mlp", _seeded(5, lambda: TanhMLP(32, hidden=64, out_features=10, depth=3)),
-            _randn(105, n_inputs, 32), "TanhMLP: 3 x (Linear 64, tanh), 32 inputs"),
+            3 * _randn(105, n_inputs, 32), "TanhMLP: 3 x (Linear 64, tanh), 32 inputs ~ N(0, 3²)"),
         "relu_mlp6": lambda: Case(
-            "relu_mlp6", _seeded(6, lambda: Mlp(32, 64, 10, 6, nn.ReLU)), _randn(106, n_inputs, 32),
-            "6 x (Linear 64, ReLU), 32 inputs: piecewise-constant gradients"),
+            "relu_mlp6", _seeded(6, lambda: _kaiming(Mlp(32, 64, 10, 6, nn.ReLU))), _randn(106, n_inputs, 32),
+            "6 x (Linear 64, ReLU), He init, 32 inputs: piecewise-constant gradients"),
         "saturating_mlp": lambda: Case(
-            "saturating_mlp", _seeded(7, lambda: Mlp(32, 64, 10, 3, nn.Sigmoid, gain=4.0)),
-            _randn(107, n_inputs, 32), "3 x (Linear 64 x4 gain, sigmoid): saturating, sharp transitions"),
+            "saturating_mlp", _seeded(7, lambda: Mlp(32, 64, 10, 3, nn.Sigmoid, gain=GAIN)),
+            _randn(107, n_inputs, 32), f"3 x (Linear 64 x{GAIN:g} gain, sigmoid): saturating, sharp transitions"),
         "resnet_relu": lambda: Case(
-            "resnet_relu", _seeded(8, lambda: ResidualCNN(3, 10, width=8, blocks=3, image_size=12)),
-            _rand(108, n_inputs, 3, 12, 12), "ResidualCNN (ReLU, BatchNorm eval) width 8, 3 blocks, 3x12x12", 2),
+            "resnet_relu", _seeded(8, lambda: _bn_stats(ResidualCNN(3, 10, width=8, blocks=3, image_size=12))),
+            _rand(108, n_inputs, 3, 12, 12), "ResidualCNN (ReLU, BatchNorm eval) width 8, 3 blocks, 3x12x12", 2, 8000),
         "resnet_silu": lambda: Case(
             "resnet_silu", _seeded(9, lambda: SiluResCNN(3, 8, 2, 10)), _rand(109, n_inputs, 3, 8, 8),
-            "residual CNN, SiLU, width 8, 2 blocks, 3x8x8", 2),
+            "residual CNN, SiLU, width 8, 2 blocks, 3x8x8", 2, 8000),
         "digits_cnn": lambda: _digits(n_inputs),
         "burnt_snacks_cnn": lambda: _burnt(n_inputs),
         "local_minimum_mlp": lambda: _local_minimum(n_inputs),
@@ -192,3 +222,5 @@ ALL_MODELS = ("linear", "transformer_ln", "attention", "gelu_mlp", "tanh_mlp", "
               "resnet_relu", "resnet_silu", "digits_cnn", "burnt_snacks_cnn", "local_minimum_mlp")
 # the study's default set: every model but the linear sanity row (IG is exact there for any n)
 STUDY_MODELS = tuple(m for m in ALL_MODELS if m != "linear")
+# rough relative cost of a model's study (for --jobs: the slow ones start first)
+COST_HINT = {"burnt_snacks_cnn": 10, "resnet_relu": 8, "digits_cnn": 5, "resnet_silu": 4, "transformer_ln": 3}

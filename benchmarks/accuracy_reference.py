@@ -37,51 +37,141 @@ def graded_rule(h: float = 1e-3, k: int = 8, levels: int = 20) -> Tuple[np.ndarr
     return nodes, weights
 
 
+REF_K, FINER_K = 8, 12
+
+
 def reference_rule():
-    """~8,300 nodes: h = 1/1000, GL-8, 20 halvings toward each end (smallest panel ~1e-9)."""
-    return graded_rule(1e-3, 8, 20)
+    """8,320 nodes: h = 1/1000, GL-8, 20 halvings toward each end (smallest panel ~1e-9)."""
+    return graded_rule(1e-3, REF_K, 20)
 
 
 def finer_rule():
-    """~16,900 nodes, other panels and order: h = 1/1400, GL-12, 30 halvings."""
-    return graded_rule(1.0 / 1400, 12, 30)
+    """17,520 nodes, other panels and order: h = 1/1400, GL-12, 30 halvings."""
+    return graded_rule(1.0 / 1400, FINER_K, 30)
 
 
 def _chunk_rows(example: torch.Tensor, budget: int = 1 << 20) -> int:
     return max(8, min(2048, budget // max(1, example.numel())))
 
 
+def _panels(nodes: np.ndarray, weights: np.ndarray, k: int):
+    """Panel edges (P + 1,) of a composite GL-k rule made by graded_rule (its nodes come k per panel)."""
+    n = nodes.reshape(-1, k)
+    w = weights.reshape(-1, k).sum(1)  # panel widths
+    edges = np.concatenate([[0.0], np.cumsum(w)])
+    edges[-1] = 1.0
+    return edges
+
+
+class _Integrand:
+    """Gradients of the explained logit at path points of one input, in chunks: per point the
+    IG integrand g (D,) and the IDG integrand IF g (D,), IF = g . d (docs/methods.md §2)."""
+
+    def __init__(self, model, baseline, d, target):
+        self.model, self.baseline, self.d, self.target = model, baseline, d, target
+        self.rows = _chunk_rows(d)
+        self.count = 0
+
+    def __call__(self, alphas: torch.Tensor) -> torch.Tensor:
+        out = []
+        dflat = self.d.reshape(-1)
+        for s in range(0, alphas.shape[0], self.rows):
+            a = alphas[s:s + self.rows]
+            pts = (self.baseline + a.view(-1, *[1] * self.d.dim()) * self.d).requires_grad_(True)
+            (g,) = torch.autograd.grad(self.model(pts)[:, self.target].sum(), pts)
+            g = g.reshape(g.shape[0], -1)
+            out.append(torch.cat([g, (g @ dflat)[:, None] * g], 1))  # (c, 2D)
+        self.count += alphas.shape[0]
+        return torch.cat(out)
+
+
+def _panel_maps(k: int):
+    """(2, k) rows giving the two highest Legendre coefficients (degrees k-1, k-2) of the
+    polynomial through values at the GL-k nodes, and (2, k) rows giving its values at the
+    panel's two ends. Large top coefficients: the panel is not resolved; ends that disagree
+    with the neighbour's: a jump (a ReLU kink) next to the edge, between the last nodes."""
+    t, _ = np.polynomial.legendre.leggauss(k)
+    inv = np.linalg.inv(np.polynomial.legendre.legvander(t, k - 1))  # node values -> coefficients
+    tail = inv[[k - 1, k - 2]]
+    ends = np.polynomial.legendre.legvander(np.array([-1.0, 1.0]), k - 1) @ inv
+    return torch.as_tensor(tail), torch.as_tensor(ends)
+
+
 def path_integrals(model, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
-                   nodes: np.ndarray, weights: np.ndarray) -> Dict[str, torch.Tensor]:
+                   nodes: np.ndarray, weights: np.ndarray, k: int = 0, tol: float = 1e-8,
+                   max_level: int = 40, max_extra: int = 60000) -> Dict[str, torch.Tensor]:
     """IG and IDG maps (B, *shape) of `model` (logit `target[b]` of input b) by the rule
     (nodes, weights), plus F(x) - F(x') (B,) for the completeness check; float64.
 
-    Plain torch.autograd.grad on batches of path points, one input at a time."""
+    Plain torch.autograd.grad on batches of path points, one input at a time. With k > 0
+    (nodes, weights) must be a composite GL-k rule (graded_rule), and a panel that is not
+    resolved is bisected (GL-k on each half) in rounds, the worst first, to max_level rounds
+    or max_extra more points per input: one whose interpolating polynomial has large top
+    Legendre coefficients, or whose end value differs from its neighbour's (a ReLU kink
+    inside, or next to an edge), measured as |c| * width against tol x |integral|.
+    extras: "points" (B,) the gradient evaluations used per input."""
     x = x.double()
     baseline = baseline.double().expand_as(x)
     a_all = torch.as_tensor(nodes, dtype=torch.float64)
     w_all = torch.as_tensor(weights, dtype=torch.float64)
-    ig = torch.zeros_like(x)
-    idg = torch.zeros_like(x)
-    rows = _chunk_rows(x[0])
-    for b in range(x.shape[0]):
+    B = x.shape[0]
+    D = x[0].numel()
+    ig, idg = torch.zeros_like(x), torch.zeros_like(x)
+    points = torch.zeros(B, dtype=torch.long)
+    if k:
+        t, wq = np.polynomial.legendre.leggauss(k)
+        t, wq = torch.as_tensor((t + 1) / 2), torch.as_tensor(wq / 2)
+        tail, ends = _panel_maps(k)
+        edges = torch.as_tensor(_panels(nodes, weights, k))
+    for b in range(B):
         d = x[b] - baseline[b]
-        for s in range(0, a_all.shape[0], rows):
-            a, w = a_all[s:s + rows], w_all[s:s + rows]
-            pts = (baseline[b] + a.view(-1, *[1] * d.dim()) * d).requires_grad_(True)
-            out = model(pts)[:, int(target[b])]
-            (g,) = torch.autograd.grad(out.sum(), pts)
-            g = g.reshape(g.shape[0], -1)
-            dflat = d.reshape(-1)
-            importance = g @ dflat  # IF(alpha) = dF/dalpha
-            ig[b] += (w @ g).view_as(d)
-            idg[b] += ((w * importance) @ g).view_as(d)
-        ig[b] *= d
-        idg[b] *= d
+        f = _Integrand(model, baseline[b], d, int(target[b]))
+        vals = f(a_all)  # (S, 2D)
+        total = w_all @ vals
+        if k:
+            lo, hi = edges[:-1].clone(), edges[1:].clone()
+            pv = vals.view(-1, k, 2 * D)
+            scale = total.view(2, D).norm(dim=1).clamp_min(1e-300)
+            for level in range(max_level):
+                excess = _unresolved(pv, tail, ends, hi - lo, scale, D, tol)
+                room = (a_all.shape[0] + max_extra - f.count) // (2 * k)
+                n_bad = int((excess > 1).sum())
+                if n_bad == 0 or room < 1:
+                    break
+                bad = torch.zeros(lo.shape[0], dtype=torch.bool)
+                bad[torch.argsort(excess, descending=True)[:min(room, n_bad)]] = True  # worst first
+                mid = (lo[bad] + hi[bad]) / 2
+                new_lo = torch.cat([lo[bad], mid])
+                new_hi = torch.cat([mid, hi[bad]])
+                alphas = (new_lo[:, None] + (new_hi - new_lo)[:, None] * t[None]).reshape(-1)
+                new_pv = f(alphas).view(-1, k, 2 * D)
+                lo, hi = torch.cat([lo[~bad], new_lo]), torch.cat([hi[~bad], new_hi])
+                pv = torch.cat([pv[~bad], new_pv])
+                order = torch.argsort(lo)
+                lo, hi, pv = lo[order], hi[order], pv[order]
+            total = torch.einsum("p,k,pkd->d", hi - lo, wq, pv)
+        points[b] = f.count
+        ig[b] = total[:D].view_as(d) * d
+        idg[b] = total[D:].view_as(d) * d
     with torch.no_grad():
-        rows_b = torch.arange(x.shape[0])
+        rows_b = torch.arange(B)
         change = model(x)[rows_b, target] - model(baseline)[rows_b, target]
-    return {"ig": ig, "idg": idg, "change": change}
+    return {"ig": ig, "idg": idg, "change": change, "points": points}
+
+
+def _unresolved(pv, tail, ends, widths, scale, D, tol):
+    """Per panel (P,), panels sorted along the path: the larger of its top Legendre coefficients
+    and the jumps to its neighbours' end values, times its width, over tol x the norm of the
+    integral (IG and IDG parts apart); > 1: bisect it."""
+    def norms(v):  # (P, ..., 2D) -> (P, ...) the IG part's and the IDG part's norms, scaled
+        return torch.maximum(v[..., :D].norm(dim=-1) / scale[0], v[..., D:].norm(dim=-1) / scale[1])
+
+    c = norms(torch.einsum("jk,pkd->pjd", tail, pv)).amax(1)
+    e = torch.einsum("jk,pkd->pjd", ends, pv)  # (P, 2, 2D): values at the left and right end
+    jump = norms(e[1:, 0] - e[:-1, 1])  # (P - 1,) across each inner edge
+    zero = jump.new_zeros(1)
+    c = torch.maximum(c, torch.maximum(torch.cat([zero, jump]), torch.cat([jump, zero])))
+    return widths * c / tol
 
 
 def rel_l2(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
