@@ -148,10 +148,47 @@ def run_rtol(kind: str, case, target, ref, rtol: float) -> Dict:
             "ratio": (est / err.clamp_min(1e-300)).tolist()}
 
 
-def run_case(case: am.Case, grid, with_rtol: bool, log, finer_inputs: Optional[int]) -> Dict:
+def run_case(case: am.Case, grid, with_rtol: bool, log, finer_inputs: Optional[int],
+             cache: Optional[Path] = None, reuse: Optional[Dict] = None) -> Dict:
+    """One model's entry. cache: a folder keeping the reference maps (a rerun loads them);
+    reuse: this model's entry of an earlier run with the same inputs, whose reference check
+    and fixed-rule results are kept (only rtol mode runs again)."""
     B = case.inputs.shape[0]
     with torch.no_grad():
         target = case.model(case.inputs).argmax(1)
+    key = None
+    if cache is not None:
+        key = cache / f"{case.name}-{B}-{ar.REF_K}-{case.ref_extra}.pt"
+        if key.is_file():
+            saved = torch.load(key, weights_only=True)
+            if torch.equal(saved["inputs"], case.inputs) and torch.equal(saved["target"], target):
+                if reuse is not None:
+                    entry = json.loads(json.dumps(reuse))
+                    log("  reference and fixed rules from the cache and the earlier run")
+                    if with_rtol:
+                        for kind in ("ig", "idg"):
+                            entry["methods"][kind]["rtol"] = rtol_runs(kind, case, target, saved[kind], log)
+                    return entry
+    entry = _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target)
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"inputs": case.inputs, "target": target, "ig": entry.pop("_ref_ig"),
+                    "idg": entry.pop("_ref_idg")}, key)
+    entry.pop("_ref_ig", None)
+    entry.pop("_ref_idg", None)
+    return entry
+
+
+def rtol_runs(kind, case, target, ref, log) -> Dict:
+    out = {str(r): run_rtol(kind, case, target, ref, r) for r in RTOLS}
+    for r, v in out.items():
+        log(f"    {kind} rtol={r}: evals {sum(v['n_evaluations'])}, max err {max(v['errors']):.2e}, "
+            f"ratios {min(v['ratio']):.2f}..{max(v['ratio']):.2f}")
+    return out
+
+
+def _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target) -> Dict:
+    B = case.inputs.shape[0]
     baseline = torch.zeros_like(case.inputs)
     t0 = time.perf_counter()
     nodes, weights = ar.reference_rule()
@@ -191,11 +228,9 @@ def run_case(case: am.Case, grid, with_rtol: bool, log, finer_inputs: Optional[i
                                             if isinstance(res.settings, dict) else None},
              "best": {str(t): best_fixed(rules, t) for t in THRESHOLDS}}
         if with_rtol:
-            m["rtol"] = {str(r): run_rtol(kind, case, target, ref[kind], r) for r in RTOLS}
-            for r, v in m["rtol"].items():
-                log(f"    {kind} rtol={r}: evals {sum(v['n_evaluations'])}, max err {max(v['errors']):.2e}, "
-                    f"ratios {min(v['ratio']):.2f}..{max(v['ratio']):.2f}")
+            m["rtol"] = rtol_runs(kind, case, target, ref[kind], log)
         entry["methods"][kind] = m
+    entry["_ref_ig"], entry["_ref_idg"] = ref["ig"], ref["idg"]
     return entry
 
 
@@ -396,7 +431,7 @@ def _log(*args):
 
 def _one_model(job) -> Dict:
     """One model's entry (in a worker process with --jobs > 1: one torch thread each)."""
-    name, n_inputs, grid, finer_inputs, threads = job
+    name, n_inputs, grid, finer_inputs, threads, cache, reuse = job
     torch.set_num_threads(threads)
     (case,) = am.build_cases(n_inputs, [name])
     lines = []
@@ -406,16 +441,18 @@ def _one_model(job) -> Dict:
         _log(f"[{name}]", *args)
 
     t = time.perf_counter()
-    entry = run_case(case, grid, rtol_available(), log, finer_inputs)
+    entry = run_case(case, grid, rtol_available(), log, finer_inputs, cache, reuse)
     entry["seconds"] = time.perf_counter() - t
     entry["log"] = lines
     return entry
 
 
-def run_study(names, n_inputs, grid, log=_log, finer_inputs=None, jobs: int = 1) -> Dict:
+def run_study(names, n_inputs, grid, log=_log, finer_inputs=None, jobs: int = 1, cache: Optional[Path] = None,
+              reuse: Optional[Dict] = None) -> Dict:
     with_rtol = rtol_available()
     names = [n for n in am.ALL_MODELS if n in names]
-    work = [(n, n_inputs, grid, finer_inputs, torch.get_num_threads()) for n in names]
+    old = (reuse or {}).get("models", {}) if (reuse or {}).get("grid") == list(grid) else {}
+    work = [(n, n_inputs, grid, finer_inputs, torch.get_num_threads(), cache, old.get(n)) for n in names]
     t0 = time.perf_counter()
     if jobs > 1:
         import multiprocessing as mp
@@ -479,6 +516,29 @@ def run_timing(study_path: Path, names: List[str], repeat: int, log=print) -> Di
             "rtol_available": with_rtol, "models": rows}
 
 
+def timing_markdown(t: Dict) -> str:
+    env = t["environment"]
+    lines = [f"# CPU wall time per input at 1 % error — {env['date']}", "", f"`{t['command']}`", "",
+             f"Machine: {env['machine_note']}. float64, batch of each model's study inputs, paired medians "
+             "(benchmarks/harness.py time_interleaved). Captum IG and pathattr's fixed rules at the smallest n "
+             f"of the study's grid where every input of the model is within 1 % (study: {t['study']}).", "",
+             "| model | steps (midpoint, gauss) | " + " | ".join(PROVIDERS) + " | rtol ÷ best Captum (paired) |",
+             "|---" * (len(PROVIDERS) + 3) + "|"]
+    for name, r in t["models"].items():
+        m = r["median_s_per_input"]
+        cells = [f"{m[p] * 1e3:.2f} ms" if p in m else "—" for p in PROVIDERS]
+        ratio = r.get("rtol_over_best_captum_paired")
+        rtxt = "—" if ratio is None else "%.2f (%s)" % (ratio, r["best_captum"])
+        lines.append(f"| {name} | {r['steps'].get('midpoint', '—')}, {r['steps'].get('gauss', '—')} | " + " | ".join(cells)
+                     + f" | {rtxt} |")
+    if not t["rtol_available"]:
+        lines += ["", "rtol mode: not available in this build."]
+    return "\n".join(lines) + "\n"
+
+
+PROVIDERS = ("captum_midpoint", "captum_gauss", "pathattr_midpoint", "pathattr_gauss", "pathattr_rtol")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy-cpu-2026-12-07.json"))
@@ -492,6 +552,10 @@ def main(argv=None) -> int:
     p.add_argument("--study", type=Path, default=None, help="the study JSON the timing takes its n from")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--jobs", type=int, default=1, help="models run in this many processes (default 1)")
+    p.add_argument("--cache", type=Path, default=None, help="folder keeping the reference maps between runs")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="an earlier study JSON (same grid; needs --cache): keep its reference check and fixed "
+                        "rules, run only rtol mode again")
     p.add_argument("--summarize", type=Path, default=None, help="recompute the summary and .md of a study JSON")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared 2-core machine more threads oversubscribe)")
@@ -512,11 +576,13 @@ def main(argv=None) -> int:
         out["command"] = command
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, indent=1))
+        (a.md or a.out.with_suffix(".md")).write_text(timing_markdown(out))
         return 0
     names = a.models or (["gelu_mlp", "tanh_mlp"] if a.quick else list(am.STUDY_MODELS))
     n_inputs = a.inputs or (2 if a.quick else 8)
     grid = QUICK_GRID if a.quick else GRID
-    study = run_study(names, n_inputs, grid, finer_inputs=a.finer_inputs, jobs=a.jobs)
+    reuse = json.loads(a.reuse.read_text()) if a.reuse is not None and a.reuse.is_file() else None
+    study = run_study(names, n_inputs, grid, finer_inputs=a.finer_inputs, jobs=a.jobs, cache=a.cache, reuse=reuse)
     study["command"] = command
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(study, indent=1))
