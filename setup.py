@@ -8,7 +8,7 @@ from pybind11.setup_helpers import Pybind11Extension, build_ext
 
 ext = Pybind11Extension(
     "pathattr._scheduler",
-    sorted(["csrc/bindings.cpp", "csrc/quadrature.cpp", "csrc/adaptive_grid.cpp", "csrc/truncate.cpp"]),
+    sorted(["csrc/bindings.cpp", "csrc/quadrature.cpp", "csrc/refine.cpp", "csrc/adaptive_grid.cpp", "csrc/truncate.cpp"]),
     include_dirs=["csrc"],
     cxx_std=17,
     # No FMA contraction: the scheduler must agree bit for bit with its numpy reference.

@@ -12,6 +12,7 @@
 
 #include "adaptive_grid.hpp"
 #include "quadrature.hpp"
+#include "refine.hpp"
 #include "truncate.hpp"
 
 namespace py = pybind11;
@@ -117,6 +118,86 @@ py::tuple py_truncate(const py::object& curves_obj, double r, const std::string&
     return py::make_tuple(alpha_star, whole);
 }
 
+// ---- refinement in rounds (refine.hpp): the interval table travels as numpy arrays.
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v, py::ssize_t rows, py::ssize_t cols = -1) {
+    py::array_t<T> out = cols < 0 ? py::array_t<T>(rows) : py::array_t<T>({rows, cols});
+    if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), sizeof(T) * v.size());
+    return out;
+}
+
+py::tuple table_tuple(const pathattr::IntervalTable& t) {
+    const auto K = static_cast<py::ssize_t>(t.lo.size());
+    return py::make_tuple(to_array(t.lo, K), to_array(t.width, K), to_array(t.input, K),
+                          to_array(t.points, K, pathattr::kPointsPerInterval));
+}
+
+pathattr::IntervalTable table_from(const F64& lo, const F64& width, const I64& input, const I64& points) {
+    const auto K = lo.size();
+    if (width.size() != K || input.size() != K || points.ndim() != 2 ||
+        points.shape(0) != static_cast<py::ssize_t>(K) || points.shape(1) != pathattr::kPointsPerInterval) {
+        throw py::value_error("table: expected lo, width, input of shape (K,) and points of shape (K, 5)");
+    }
+    pathattr::IntervalTable t;
+    t.lo.assign(lo.data(), lo.data() + K);
+    t.width.assign(width.data(), width.data() + K);
+    t.input.assign(input.data(), input.data() + K);
+    t.points.assign(points.data(), points.data() + points.size());
+    return t;
+}
+
+py::tuple py_initial_grid(const F64& upper, int64_t intervals) {
+    pathattr::IntervalTable t;
+    pathattr::NewPoints p;
+    {
+        py::gil_scoped_release release;
+        pathattr::initial_grid(upper.data(), static_cast<int64_t>(upper.size()), intervals, t, p);
+    }
+    const auto P = static_cast<py::ssize_t>(p.alpha.size());
+    return py::make_tuple(table_tuple(t), to_array(p.alpha, P), to_array(p.input, P));
+}
+
+py::tuple py_refine_round(const F64& lo, const F64& width, const I64& input, const I64& points, const F64& eta,
+                          const U8& active, const I64& budget, int64_t n_stored, double theta2, double min_width) {
+    pathattr::IntervalTable t = table_from(lo, width, input, points);
+    const auto B = static_cast<int64_t>(active.size());
+    if (eta.size() != lo.size()) throw py::value_error("eta: expected one indicator per interval");
+    if (budget.size() != active.size()) throw py::value_error("budget: expected one entry per input");
+    if (!(theta2 > 0.0 && theta2 <= 1.0)) throw py::value_error("theta2: expected a share in (0, 1]");
+    pathattr::RefineOptions opt;
+    opt.theta2 = theta2;
+    opt.min_width = min_width;
+    pathattr::NewPoints p;
+    py::array_t<int64_t> marked(static_cast<py::ssize_t>(B));
+    int64_t* pm = marked.mutable_data();
+    {
+        py::gil_scoped_release release;
+        pathattr::refine_round(t, eta.data(), B, active.data(), budget.data(), n_stored, opt, p, pm);
+    }
+    const auto P = static_cast<py::ssize_t>(p.alpha.size());
+    return py::make_tuple(table_tuple(t), to_array(p.alpha, P), to_array(p.input, P), marked);
+}
+
+py::array_t<double> py_composite_weights(const F64& width, const I64& points, const U8& smooth, int64_t P) {
+    if (smooth.size() != width.size()) throw py::value_error("smooth: expected one flag per interval");
+    F64 lo = F64(static_cast<py::ssize_t>(width.size()));
+    std::fill(lo.mutable_data(), lo.mutable_data() + lo.size(), 0.0);
+    I64 input = I64(static_cast<py::ssize_t>(width.size()));
+    std::fill(input.mutable_data(), input.mutable_data() + input.size(), 0);
+    pathattr::IntervalTable t = table_from(lo, width, input, points);
+    py::array_t<double> w(static_cast<py::ssize_t>(P));
+    double* pw = w.mutable_data();
+    {
+        py::gil_scoped_release release;
+        pathattr::composite_weights(t, smooth.data(), P, pw);
+    }
+    return w;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_scheduler, m) {
@@ -187,5 +268,36 @@ Returns:
 
 Raises:
     ValueError: naming the offending argument (and the row for non-finite curves).
+)doc");
+    m.def("initial_grid", &py_initial_grid, py::arg("upper"), py::arg("intervals"),
+          R"doc(First round of error-controlled refinement (docs/methods.md §14).
+
+Args:
+    upper: (B,) path ends U_b in (0, 1] (1 for the whole path).
+    intervals: K0 >= 1 equal intervals per input.
+
+Returns:
+    ((lo, width, input, points), alpha, point_input): the interval table (K = B*K0 rows;
+    points (K, 5) int64 indices of each interval's samples a, a+h/4, a+h/2, a+3h/4, b) and
+    the 4*K0 + 1 samples of every input, numbered from 0, input by input.
+)doc");
+    m.def("refine_round", &py_refine_round, py::arg("lo"), py::arg("width"), py::arg("input"), py::arg("points"),
+          py::arg("eta"), py::arg("active"), py::arg("budget"), py::arg("n_stored"), py::arg("theta2") = 0.5,
+          py::arg("min_width") = 0x1p-40,
+          R"doc(One refinement round (docs/methods.md §14).
+
+Per active input, bisects the fewest intervals with the largest indicators eta whose
+squared sum reaches theta2 of the input's total (at most budget[b] bisections; intervals
+narrower than min_width are kept). Each bisection adds the four eighth points; both
+children reuse three of the parent's samples.
+
+Returns:
+    ((lo, width, input, points), alpha, point_input, marked): the new table, the new
+    samples (store indices n_stored, n_stored + 1, ... in order) and bisections per input.
+)doc");
+    m.def("composite_weights", &py_composite_weights, py::arg("width"), py::arg("points"), py::arg("smooth"),
+          py::arg("n_points"),
+          R"doc(Per-sample weights of the composite rule over an interval table: Simpson on the
+two halves where smooth, else the trapezoid on the quarters; shared ends add up.
 )doc");
 }

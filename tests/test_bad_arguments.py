@@ -187,13 +187,18 @@ PRUNE_BAD = dict(without(NEURON_BAD, "internal_batch_size", "jvp", "attribute_to
 PRUNE_BAD["n_prune:too_many"] = st.integers(min_value=9, max_value=2 ** 80)  # the layer has 8 neurons
 PRUNE_BAD["scores:shape"] = st.sampled_from([torch.rand(5), torch.rand(B, 9), torch.rand(B + 1, 8), torch.rand(4, 4, 4)])
 
+# rtol mode (docs/methods.md §14): rtol in (0, 1); min_steps / max_steps only with it
+TOL = dict(rtol=reals_outside(0, 1, lo_closed=False, hi_closed=False, none_ok=True),
+           min_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True),
+           max_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True))
+
 SIGNATURES = [
-    Sig("integrated_gradients", fresh(pa.integrated_gradients, n_steps=8), engine_args()),
+    Sig("integrated_gradients", fresh(pa.integrated_gradients, n_steps=8), dict(engine_args(), **TOL)),
     Sig("integrated_decision_gradients", fresh(pa.integrated_decision_gradients, n_steps=8),
-        dict(engine_args(), **IDG_ONLY, growth=choices(("abs", "positive")),
+        dict(engine_args(), **IDG_ONLY, **TOL, growth=choices(("abs", "positive")),
              placement=choices(("midpoint", "left"), none_ok=True), floor=counts(minimum=0, none_ok=True))),
     Sig("left_integrated_gradients", fresh(pa.left_integrated_gradients, n_steps=8),
-        dict(engine_args(), r=reals_outside(0, 1, lo_closed=False), threshold=choices(("baseline", "max")),
+        dict(engine_args(), **TOL, r=reals_outside(0, 1, lo_closed=False), threshold=choices(("baseline", "max")),
              n_probe=counts(none_ok=True, maximum=MAX_STEPS), probe_batch_size=ROWS)),
     Sig("guided_integrated_gradients", fresh(pa.guided_integrated_gradients, n_steps=8),
         dict(without(engine_args(), "method"), fraction=reals_outside(0, 1, lo_closed=False),

@@ -13,7 +13,9 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
                          additional_forward_args: Any = None, n_steps: int = 50, method: str = "gausslegendre",
                          internal_batch_size: Optional[int] = None, return_convergence_delta: bool = False,
                          return_details: bool = False, output="logit", autocast: Optional[torch.dtype] = None,
-                         backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None):
+                         backend: str = "auto", accumulate_dtype: Optional[torch.dtype] = None,
+                         rtol: Optional[float] = None, min_steps: Optional[int] = None,
+                         max_steps: Optional[int] = None):
     """Integrated Gradients: (x - x') * sum_k w_k dF/dx(x' + alpha_k (x - x')).
 
     Same arguments and results as Captum's IntegratedGradients.attribute, plus:
@@ -28,11 +30,17 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
         indexes a tuple), or f(model_output, target) -> (B,) called with the output as the
         model returned it and the targets (target=None: the argmax of the logits, resolved
         first). Details: `Explainer`.
+    rtol: None (fixed n_steps), or the relative L2 error each input's map must reach: every
+        input is refined in rounds until its estimated error is <= rtol (docs/methods.md
+        §14), between min_steps (default 17) and max_steps (default 1025) gradient
+        evaluations; n_steps and the rule are then unused. return_details=True gives
+        extras["n_evaluations"], ["error_estimate"] and ["converged"] per input.
     Cost: n_steps forward+backward passes per input (+1 forward of x and x' when
     target is None or a delta is asked for). See `Explainer.attribute` for arguments.
     """
     ex = Explainer(model, "ig", n_steps=n_steps, rule=method, output=output, internal_batch_size=internal_batch_size,
-                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
+                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
+                   min_steps=min_steps, max_steps=max_steps)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 
@@ -44,7 +52,8 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
                                   internal_batch_size: Optional[int] = None, probe_batch_size: Optional[int] = None,
                                   return_convergence_delta: bool = False, return_details: bool = False,
                                   output="logit", autocast: Optional[torch.dtype] = None, backend: str = "auto",
-                                  accumulate_dtype: Optional[torch.dtype] = None):
+                                  accumulate_dtype: Optional[torch.dtype] = None, rtol: Optional[float] = None,
+                                  min_steps: Optional[int] = None, max_steps: Optional[int] = None):
     """Integrated Decision Gradients: (x - x') * sum_k w_k IF(alpha_k) dF/dx(p(alpha_k)).
 
     IF(alpha) = dF(p(alpha))/dalpha, exactly g . (x - x') by default (no extra pass).
@@ -56,12 +65,18 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
     normalize: "none" (default; no extra 1/M as in the authors' code) or "completeness"
         (rescale so the map sums to F(x) - F(x')).
     growth, placement, floor: adaptive-scheduler knobs (docs/methods.md §2.1).
+    rtol: None (fixed n_steps), or the relative L2 error each input's map must reach: every
+        input is refined in rounds until its estimated error is <= rtol (docs/methods.md
+        §14), between min_steps (default 17) and max_steps (default 1025) gradient
+        evaluations; n_steps and the schedule are then unused. return_details=True gives
+        extras["n_evaluations"], ["error_estimate"] and ["converged"] per input.
     Cost: M forward+backward passes per input, plus N + 1 forward-only for adaptive.
     """
     ex = Explainer(model, "idg", n_steps=n_steps, schedule=schedule, n_probe=n_probe, rule=method,
                    importance=importance, normalize=normalize, growth=growth, placement=placement, floor=floor,
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
-                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
+                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
+                   min_steps=min_steps, max_steps=max_steps)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 
@@ -71,7 +86,8 @@ def left_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None
                               internal_batch_size: Optional[int] = None, probe_batch_size: Optional[int] = None,
                               return_convergence_delta: bool = False, return_details: bool = False, output="logit",
                               autocast: Optional[torch.dtype] = None, backend: str = "auto",
-                              accumulate_dtype: Optional[torch.dtype] = None):
+                              accumulate_dtype: Optional[torch.dtype] = None, rtol: Optional[float] = None,
+                              min_steps: Optional[int] = None, max_steps: Optional[int] = None):
     """Left-IG / Split IG (Miglani et al. 2020): IG over [0, alpha*] of the straight path.
 
     alpha*: where F first reaches tau = F(x') + r (F(x) - F(x')) (threshold="baseline",
@@ -84,10 +100,16 @@ def left_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None
     delta: sum of attributions - (F(p(alpha*)) - F(x')) (completeness on the truncated path).
     Cost: n_probe + 1 forward-only + n_steps forward+backward per input (+1 forward at
     p(alpha*) for a delta or details).
+    rtol: None (fixed n_steps), or the relative L2 error each input's map must reach: every
+        input is refined in rounds until its estimated error is <= rtol (docs/methods.md
+        §14), between min_steps (default 17) and max_steps (default 1025) gradient
+        evaluations; on [0, alpha*]; n_steps and the rule then unused. return_details=True gives
+        extras["n_evaluations"], ["error_estimate"] and ["converged"] per input.
     """
     ex = Explainer(model, "left_ig", n_steps=n_steps, rule=method, r=r, threshold=threshold, n_probe=n_probe,
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
-                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype)
+                   autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
+                   min_steps=min_steps, max_steps=max_steps)
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -18,8 +19,12 @@ from .engine.runner import outside_inference_mode
 from .methods import distribution
 from .engine.checks import check_bool, check_device, check_device_of, check_positive_int, check_shape, first_tensor
 from .baselines.sets import DistributionBaseline
+from .result import AttributionResult
 
 __all__ = ["Explainer", "DeadlineExceeded"]
+
+# A fixed-step call whose completeness gap exceeds this warns (once per Explainer) and names rtol.
+WARN_ESTIMATE = 0.05
 
 
 class Explainer:
@@ -86,7 +91,8 @@ class Explainer:
         # serialised so they cannot overwrite each other's path points.
         self._lock = threading.Lock()
         self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
-        self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
+        self._timer = CallTimer()
+        self._warned = False  # the large-error warning is given once per Explainer  # fastest warm run per batch size: refuses calls that cannot meet their deadline
 
     @property
     def method(self) -> str:
@@ -139,11 +145,11 @@ class Explainer:
             raise ValueError(f"inputs has {rows} rows but this Explainer's max_batch is {self.max_batch}")
         acquire_before(self._lock, limit)
         try:
-            if rows is not None and limit is not None:
+            if rows is not None and limit is not None and self.settings.get("rtol") is None:  # rtol: cut short instead
                 check_can_finish(limit, self._timer, rows)
             start = time.perf_counter()
             res = self._run(inputs, baselines, target, additional_forward_args, return_convergence_delta,
-                            return_details)
+                            return_details, limit)
             if rows is not None:
                 self._timer.record(rows, time.perf_counter() - start)
         finally:
@@ -175,7 +181,44 @@ class Explainer:
         return self
 
     @outside_inference_mode  # gradients need autograd: leave inference mode for the call
-    def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
+    def _run(self, inputs, baselines, target, additional_forward_args, want_delta, want_details, limit=None):
+        settings = self.settings
+        if limit is not None and settings.get("rtol") is not None:  # rtol mode stops refining at the deadline
+            self.settings = dict(settings, deadline=limit)
+        try:
+            res = self._run_packed(inputs, baselines, target, additional_forward_args, want_delta, want_details)
+        finally:
+            self.settings = settings
+        self._warn_if_inaccurate(res)
+        return res
+
+    def _warn_if_inaccurate(self, res) -> None:
+        """Once per Explainer: a call whose error estimate is large says so and names rtol
+        (docs/methods.md §14)."""
+        if self._warned or not isinstance(res, AttributionResult):
+            return
+        est = res.extras.get("error_estimate")
+        if est is None or not isinstance(est, torch.Tensor) or est.numel() == 0:
+            return
+        worst = float(est.max())
+        rtol = self.settings.get("rtol")
+        if rtol is not None:
+            conv = res.extras.get("converged")
+            if conv is None or bool(conv.all()):
+                return
+            msg = (f"{int((~conv).sum())} of {conv.numel()} inputs did not reach rtol={rtol:g} (worst estimated "
+                   f"relative error {worst:.2g}) within max_steps={self.settings['max_steps']} or the deadline; "
+                   f"raise max_steps to refine further")
+        elif worst > WARN_ESTIMATE:
+            msg = (f"estimated relative error up to {worst:.2g} (the completeness gap) with n_steps="
+                   f"{self.settings.get('n_steps')}; pass rtol= (e.g. rtol=0.01) to refine each input until its "
+                   f"map is that accurate")
+        else:
+            return
+        self._warned = True
+        warnings.warn(msg, RuntimeWarning, stacklevel=5)
+
+    def _run_packed(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):
         if packing.is_tuple(inputs):  # several inputs: packed into one, the model wrapped for the call
             return packing.attribute(self._run_one, self.engine, self.method, inputs, baselines, target,
                                      additional_forward_args, want_delta, want_details, self.settings.get("references"))

@@ -61,6 +61,9 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="idg", help=f"attribution method (default idg; one of {', '.join(sorted(REGISTRY))})")
     p.add_argument("--steps", type=int, default=None,
                    help="n_steps of the method: gradient samples per input (default: the method's)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="refine each input until its map is within this relative L2 error (ig, idg, left_ig; "
+                        "docs/methods.md §14); bound the cost with --set max_steps=N")
     p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
                    metavar="KEY=VALUE", help="another method setting, e.g. --set schedule=uniform (repeatable)")
     # The serve spellings of the previous release, hidden; they say their new name when used.
@@ -81,4 +84,6 @@ def method_settings(args) -> dict:
     kw = dict(args.settings)
     if args.steps is not None:
         kw["n_steps"] = args.steps
+    if getattr(args, "rtol", None) is not None:
+        kw["rtol"] = args.rtol
     return kw

@@ -333,6 +333,58 @@ class PathEngine:
                     raise FloatingPointError(f"the model's output or gradient is NaN or Inf: {what}, for inputs {who}")
         return values, grads
 
+    # ------------------------------------------------ ragged rows (rtol mode)
+    def ragged(self, batch: PathBatch, examples: torch.Tensor, alphas: torch.Tensor,
+               scaled: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """F, IF and the integrand at path rows (example e_r, alpha a_r) of many inputs.
+
+        Rows of any inputs share each chunk (the runner's fixed-size chunks), so inputs
+        that need few samples and inputs that need many are evaluated together; used by
+        the error-controlled rounds of engine/tolerance.py (docs/methods.md §14).
+        Returns values (R,), importance IF = g . (x - x') (R,) and the integrand rows
+        (R, D): g * (x - x'), times IF when `scaled` (IDG), all in the accumulator dtype.
+        """
+        R = examples.shape[0]
+        dev = batch.x.device
+        D = batch.features
+        acc = batch.acc_dtype
+        x2, b2 = batch.rows2d()
+        d2 = batch.diff().view(batch.size, D)
+        ex = examples.to(dev)
+        a = alphas.to(device=dev, dtype=acc)
+        targets = None if batch.target is None else batch.target[ex]
+        values = torch.empty(R, dtype=acc, device=dev)
+        importance = torch.empty(R, dtype=acc, device=dev)
+        rows = torch.empty((R, D), dtype=acc, device=dev)
+        shape = tuple(batch.x.shape[1:])
+        runner = self.runner
+
+        def step(s, n):
+            e = ex[s:s + n]
+            base = b2.expand(n, D) if b2.shape[0] == 1 else b2[e]
+            p = torch.addcmul(base.to(acc), a[s:s + n, None], d2[e]).to(batch.x.dtype).view((n,) + shape)
+            p.requires_grad_(True)
+            out = self.check_output(runner.call(p, batch.args_for(e) if batch.args else ()), n, batch)
+            if s == 0:
+                self.check_target(batch, out)
+            f = select_output(out, None if targets is None else targets[s:s + n], self.output)
+            return f.detach(), runner.backward(f, p)
+
+        def keep(s, n, r):
+            f, g = r
+            e = ex[s:s + n]
+            gd = torch.zeros((n, D), dtype=acc, device=dev) if g is None else g.reshape(n, D).to(acc) * d2[e]
+            importance[s:s + n] = gd.sum(1)
+            rows[s:s + n] = gd * importance[s:s + n, None] if scaled else gd
+            values[s:s + n] = f
+
+        runner.chunks(R, D, dev.type, step, keep)
+        for t, what in ((values, "F along the path"), (rows, "the path integral")):
+            if not all_finite(t):
+                who = batch.user_inputs(sorted(set(ex[_fold._bad_rows(t)].tolist())))[:5]
+                raise FloatingPointError(f"the model's output or gradient is NaN or Inf: {what}, for inputs {who}")
+        return values, importance, rows
+
     # ------------------------------------------------------------ gradient pass
     def integrate(self, batch: PathBatch, alphas: torch.Tensor, weights: torch.Tensor, importance: str = "none",
                   baseline_values: Optional[torch.Tensor] = None) -> PathIntegral:

@@ -62,3 +62,44 @@ def finish(batch: PathBatch, name: str, cfg: Dict[str, Any], attr: torch.Tensor,
         settings=dict(cfg),
         **extra,
     )
+
+
+def run_to_tolerance(engine, batch: PathBatch, cfg: Dict[str, Any], name: str, scaled: bool, want_details: bool,
+                     upper: Optional[torch.Tensor] = None, **extra) -> AttributionResult:
+    """rtol mode of a straight-path method (docs/methods.md §14): every input refined until
+    its map is within cfg["rtol"]; details carry the per-input cost and error estimate."""
+    from ..engine import tolerance
+
+    n_forward = 0
+    if batch.target is None and not callable(engine.output):  # the argmax of model(x) first
+        engine.endpoints(batch, baselines=False)
+        n_forward = 1
+    ti = tolerance.integrate(engine, batch, scaled=scaled, rtol=cfg["rtol"], min_steps=cfg["min_steps"],
+                             max_steps=cfg["max_steps"], upper=upper, deadline=cfg.get("deadline"))
+    attr = ti.attr.view(batch.x.shape)
+    delta = ti.importance_integral - (ti.f_end - ti.f_start)
+    stats = {"n_evaluations": ti.n_evaluations, "n_forward": torch.full((batch.size,), n_forward, dtype=torch.long),
+             "error_estimate": ti.error_estimate, "converged": ti.converged, "rounds": ti.rounds,
+             "f_start": ti.f_start, "f_end": ti.f_end}
+    stats.update(extra.pop("extras", {}))
+    settings = {k: v for k, v in cfg.items() if k != "deadline"}
+    if not want_details:
+        extra.clear()
+        return AttributionResult(attributions=attr.to(batch.x.dtype), target=batch.target, delta=delta, method=name,
+                                 settings=settings, extras=stats)
+    return AttributionResult(attributions=attr.to(batch.x.dtype), target=batch.target, delta=delta,
+                             alphas=ti.alphas, weights=ti.weights, path_values=ti.values, importance=ti.importance,
+                             start_value=ti.f_start, end_value=ti.f_end, method=name, settings=settings, extras=stats,
+                             **extra)
+
+
+def fixed_rule_estimate(res: AttributionResult, n_steps: int, n_forward: int) -> AttributionResult:
+    """Fixed n_steps: the relative completeness gap |delta| / |F(x) - F(x')| as the call's
+    error estimate (docs/methods.md §14; None without a delta), and its cost."""
+    if res.delta is not None and res.start_value is not None and res.end_value is not None:
+        change = (res.end_value - res.start_value).abs()
+        res.extras.setdefault("error_estimate", res.delta.abs() / torch.where(change > 0, change, torch.ones_like(change)))
+    B = res.attributions.shape[0] if isinstance(res.attributions, torch.Tensor) else 0
+    res.extras.setdefault("n_evaluations", torch.full((B,), n_steps, dtype=torch.long))
+    res.extras.setdefault("n_forward", torch.full((B,), n_forward, dtype=torch.long))
+    return res

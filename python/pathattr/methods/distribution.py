@@ -63,4 +63,28 @@ def attribute(method, engine: PathEngine, cfg: Dict[str, Any], inputs, dist: ref
         settings=shown,
         reference_index=index,
         reference_weights=w,
+        extras=_combined_stats(res, attr, w),
     )
+
+
+def _combined_stats(res: AttributionResult, attr: torch.Tensor, w: torch.Tensor) -> Dict[str, Any]:
+    """Per input, from its K paths (rtol mode or a fixed rule's estimate): evaluations
+    summed, and the averaged map's relative error bounded by the paths' absolute errors
+    (docs/methods.md §14)."""
+    B, K = w.shape
+    out: Dict[str, Any] = {}
+    for key in ("n_evaluations", "n_forward"):
+        if key in res.extras:
+            out[key] = res.extras[key].reshape(B, K).sum(1)
+    est = res.extras.get("error_estimate")
+    if est is not None:
+        per_path = res.attributions.reshape(B * K, -1).to(w.dtype).norm(dim=1) * est.to(w.dtype)
+        norm = attr.reshape(B, -1).norm(dim=1)
+        bound = (w * per_path.reshape(B, K)).sum(1)
+        out["error_estimate"] = torch.where(norm > 0, bound / torch.where(norm > 0, norm, torch.ones_like(norm)),
+                                            torch.where(bound > 0, torch.full_like(bound, float("inf")), bound))
+    if "converged" in res.extras:
+        out["converged"] = res.extras["converged"].reshape(B, K).all(1)
+    if "rounds" in res.extras:
+        out["rounds"] = res.extras["rounds"]
+    return out

@@ -23,11 +23,11 @@ import torch
 
 from ..engine import schedule as schedules
 from ..engine.profiling import stage
-from ..engine.checks import check_choice, check_positive_int, check_steps
+from ..engine.checks import check_choice, check_positive_int, check_steps, check_tolerance
 from ..engine.fold import check_values_finite
 from ..engine.core import PathBatch, PathEngine
 from ..result import AttributionResult
-from .common import RULE_ARG, empty_result, finish
+from .common import RULE_ARG, empty_result, finish, fixed_rule_estimate, run_to_tolerance
 
 NAME = "idg"
 SCHEDULES = ("adaptive", "paper", "uniform")
@@ -37,8 +37,21 @@ NORMALIZE = ("none", "completeness")
 
 def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[int] = None,
              rule: str = "riemann_right", importance: str = "exact", normalize: str = "none",
-             growth: str = "abs", placement: Optional[str] = None, floor: Optional[int] = None) -> Dict[str, Any]:
-    """Validated settings with the schedule's presets filled in (see the module docstring)."""
+             growth: str = "abs", placement: Optional[str] = None, floor: Optional[int] = None,
+             rtol: Optional[float] = None, min_steps: Optional[int] = None,
+             max_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Validated settings with the schedule's presets filled in (see the module docstring);
+    rtol (with min_steps, max_steps): error-controlled refinement of IF * g instead of a
+    schedule (docs/methods.md §14; exact importance only)."""
+    tol = check_tolerance(rtol, min_steps, max_steps)
+    if tol and importance != "exact":
+        raise ValueError(f"importance must be 'exact' with rtol (the refinement integrates IF * g itself); got {importance!r}")
+    cfg = _schedule_settings(n_steps, schedule, n_probe, rule, importance, normalize, growth, placement, floor)
+    cfg.update(tol)
+    return cfg
+
+
+def _schedule_settings(n_steps, schedule, n_probe, rule, importance, normalize, growth, placement, floor):
     m = check_steps(n_steps)
     check_choice(schedule, "schedule", SCHEDULES)
     check_choice(importance, "importance", IMPORTANCE)
@@ -64,6 +77,11 @@ def settings(n_steps: int = 50, schedule: str = "adaptive", n_probe: Optional[in
 def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: bool, want_details: bool) -> AttributionResult:
     if batch.size == 0:
         return empty_result(batch, NAME, cfg)
+    if cfg.get("rtol") is not None:
+        res = run_to_tolerance(engine, batch, cfg, NAME, scaled=True, want_details=want_details)
+        if cfg["normalize"] == "completeness":
+            res.attributions = _rescale_to_completeness(res.attributions, (res.extras["f_end"], res.extras["f_start"]))
+        return res
     extra = {}
     if cfg["schedule"] != "uniform":
         # One forward-only pass over the N + 1 probe points gives the curve and both
@@ -97,7 +115,11 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
     attr = batch.diff() * integral.acc
     if cfg["normalize"] == "completeness":
         attr = _rescale_to_completeness(attr, ends)
-    return finish(batch, NAME, cfg, attr, sched, integral, ends, diagnostics=want_delta or want_details, **extra)
+    res = finish(batch, NAME, cfg, attr, sched, integral, ends, diagnostics=want_delta or want_details, **extra)
+    if not (want_delta or want_details):
+        return res
+    probe = cfg["n_probe"] + 1 if cfg["schedule"] != "uniform" else (0 if ends is None else 2)
+    return fixed_rule_estimate(res, cfg["n_steps"], probe)
 
 
 def _rescale_to_completeness(attr: torch.Tensor, ends) -> torch.Tensor:
