@@ -166,8 +166,8 @@ def _unresolved(pv, tail, ends, widths, scale, D, tol):
     def norms(v):  # (P, ..., 2D) -> (P, ...) the IG part's and the IDG part's norms, scaled
         return torch.maximum(v[..., :D].norm(dim=-1) / scale[0], v[..., D:].norm(dim=-1) / scale[1])
 
-    c = norms(torch.einsum("jk,pkd->pjd", tail, pv)).amax(1)
-    e = torch.einsum("jk,pkd->pjd", ends, pv)  # (P, 2, 2D): values at the left and right end
+    c = norms(torch.matmul(tail, pv)).amax(1)  # (P, 2, 2D) -> (P,)
+    e = torch.matmul(ends, pv)  # (P, 2, 2D): values at the left and right end
     jump = norms(e[1:, 0] - e[:-1, 1])  # (P - 1,) across each inner edge
     zero = jump.new_zeros(1)
     c = torch.maximum(c, torch.maximum(torch.cat([zero, jump]), torch.cat([jump, zero])))
