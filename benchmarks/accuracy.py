@@ -157,12 +157,14 @@ def run_case(case: am.Case, grid, with_rtol: bool, log, finer_inputs: Optional[i
     B = case.inputs.shape[0]
     with torch.no_grad():
         target = case.model(case.inputs).argmax(1)
-    key = None
+    key, saved = None, None
     if cache is not None:
         key = cache / f"{case.name}-{B}-{ar.REF_K}-{case.ref_extra}.pt"
         if key.is_file():
             saved = torch.load(key, weights_only=True)
-            if torch.equal(saved["inputs"], case.inputs) and torch.equal(saved["target"], target):
+            if not (torch.equal(saved["inputs"], case.inputs) and torch.equal(saved["target"], target)):
+                saved = None
+            if saved is not None:
                 if reuse is not None:
                     entry = json.loads(json.dumps(reuse))
                     log("  reference and fixed rules from the cache and the earlier run")
@@ -171,11 +173,13 @@ def run_case(case: am.Case, grid, with_rtol: bool, log, finer_inputs: Optional[i
                         if with_rtol:
                             entry["methods"][kind]["rtol"] = rtol_runs(kind, case, target, saved[kind], log)
                     return entry
-    entry = _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target)
-    if key is not None:
+    if saved is not None and "reference_json" not in saved:
+        saved = None
+    entry = _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target, saved)
+    if key is not None and saved is None:
         key.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"inputs": case.inputs, "target": target, "ig": entry.pop("_ref_ig"),
-                    "idg": entry.pop("_ref_idg")}, key)
+                    "idg": entry.pop("_ref_idg"), "reference_json": json.dumps(entry["reference"])}, key)
     entry.pop("_ref_ig", None)
     entry.pop("_ref_idg", None)
     return entry
@@ -201,8 +205,15 @@ def rtol_runs(kind, case, target, ref, log) -> Dict:
     return out
 
 
-def _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target) -> Dict:
+def _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target, saved=None) -> Dict:
+    """The reference (or the cached one, `saved`), every fixed rule on the grid, the defaults, rtol."""
     B = case.inputs.shape[0]
+    if saved is not None:
+        log("  reference from the cache (its check against the finer rule as computed then)")
+        ref = {"ig": saved["ig"], "idg": saved["idg"]}
+        entry = {"note": case.note, "n_inputs": B, "input_shape": list(case.inputs.shape[1:]),
+                 "target": target.tolist(), "reference": json.loads(saved["reference_json"]), "methods": {}}
+        return _run_methods(case, grid, with_rtol, log, target, ref, entry)
     baseline = torch.zeros_like(case.inputs)
     t0 = time.perf_counter()
     nodes, weights = ar.reference_rule()
@@ -228,6 +239,10 @@ def _run_case_fresh(case, grid, with_rtol, log, finer_inputs, target) -> Dict:
                            "ig_completeness_rel": complete.tolist(), "seconds": t_ref,
                            "path_change": ref["change"].tolist()},
              "methods": {}}
+    return _run_methods(case, grid, with_rtol, log, target, ref, entry)
+
+
+def _run_methods(case, grid, with_rtol, log, target, ref, entry) -> Dict:
     for kind in ("ig", "idg"):
         rules, cap = {}, None
         for name in sorted(RULES[kind], key=lambda r: r != "gauss"):  # Gauss-Legendre first: it sets the cap
@@ -344,7 +359,11 @@ def fixed_tables(study: Dict) -> List[str]:
 def markdown(study: Dict) -> str:
     env, s = study["environment"], study["summary"]
     lines = [f"# Accuracy study (issue #15 item 8) — {env['date']}", "",
-             f"`{study['command']}`", "",
+             f"`{study['command']}`", ""]
+    if study.get("fixed_rules_from"):
+        lines += [f"References and fixed rules from an earlier run of the same code and inputs (their cached maps): "
+                  f"`{study['fixed_rules_from']}`", ""]
+    lines += [
              f"Machine: {env['machine_note']}. torch {env['torch']}, pathattr {env['pathattr']}, float64, "
              f"zero baseline, target = argmax. Wall times in the JSON are from a shared machine.", "",
              f"Reference: graded composite Gauss–Legendre ({study['reference_nodes']} nodes), checked against a "
@@ -620,6 +639,8 @@ def main(argv=None) -> int:
     reuse = json.loads(a.reuse.read_text()) if a.reuse is not None and a.reuse.is_file() else None
     study = run_study(names, n_inputs, grid, finer_inputs=a.finer_inputs, jobs=a.jobs, cache=a.cache, reuse=reuse)
     study["command"] = command
+    if reuse is not None:  # the references and fixed rules came from that run
+        study["fixed_rules_from"] = reuse.get("fixed_rules_from", reuse.get("command"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(study, indent=1))
     md = a.md or a.out.with_suffix(".md")
