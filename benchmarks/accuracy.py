@@ -356,6 +356,31 @@ def fixed_tables(study: Dict) -> List[str]:
     return out
 
 
+def difficulty_table(study: Dict) -> List[str]:
+    """Per input: the n the model's best fixed rule needs (first grid n within the threshold) and
+    what rtol mode spent on it: the spread a fixed n_steps must cover."""
+    out = ["## Difficulty per input", "",
+           "Per input (in order): the smallest grid n at which the model's best fixed rule (in hindsight, at that "
+           "threshold) is within it; `-`: not by 2048. With rtol mode: its gradient evaluations per input.", ""]
+    for kind in ("ig", "idg"):
+        out += [f"### {kind.upper()}", "", "| model | 1 %: rule, n per input | 0.1 %: rule, n per input |"
+                + (" rtol=0.01 | rtol=0.001 |" if study["rtol_available"] else ""),
+                "|---|---|---|" + ("---|---|" if study["rtol_available"] else "")]
+        for name, e in study["models"].items():
+            m = e["methods"][kind]
+            cells = []
+            for thr in THRESHOLDS:
+                b = m["best"][str(thr)]
+                rule = b["rule"] if b is not None else "gauss"
+                each = m["rules"][rule][f"n_each_{thr}"]
+                cells.append(f"{rule}: " + " ".join("-" if n is None else str(n) for n in each))
+            if study["rtol_available"]:
+                cells += [" ".join(map(str, m["rtol"][str(r)]["n_evaluations"])) for r in RTOLS]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
 def markdown(study: Dict) -> str:
     env, s = study["environment"], study["summary"]
     lines = [f"# Accuracy study (issue #15 item 8) — {env['date']}", "",
@@ -387,7 +412,7 @@ def markdown(study: Dict) -> str:
                                       f"{k['default_50_calibration']['n']} maps ≥ 0.1 % off "
                                       f"(histogram: {_hist_inline(k['default_50_calibration'])})."
                                       if "default_50_calibration" in k else ""))
-    lines += ["", "## Fixed rules", ""] + fixed_tables(study)
+    lines += ["", "## Fixed rules", ""] + fixed_tables(study) + difficulty_table(study)
     lines += ["## Best fixed rule in hindsight vs rtol mode (total over the study)", ""]
     if not study["rtol_available"]:
         lines.append("rtol mode: not available in this build (the API does not accept `rtol=`).")
@@ -573,7 +598,9 @@ def timing_markdown(t: Dict) -> str:
     lines = [f"# CPU wall time per input at 1 % error — {env['date']}", "", f"`{t['command']}`", "",
              f"Machine: {env['machine_note']}. float64, batch of each model's study inputs, paired medians "
              "(benchmarks/harness.py time_interleaved). Captum IG and pathattr's fixed rules at the smallest n "
-             f"of the study's grid where every input of the model is within 1 % (study: {t['study']}).", "",
+             f"of the study's grid where every input of the model is within 1 % (study: {t['study']}); the grid is "
+             "powers of 2, so the fixed rules' n can be up to 2x the least that would do. Captum with its "
+             "default internal_batch_size (one batch of n x B rows).", "",
              "| model | steps (midpoint, gauss) | " + " | ".join(PROVIDERS) + " | rtol ÷ best Captum (paired) |",
              "|---" * (len(PROVIDERS) + 3) + "|"]
     for name, r in t["models"].items():
