@@ -1,7 +1,10 @@
 """The accuracy study of issue #15 (item 8): model evaluations needed for a map within 1 % / 0.1 %.
 
-    python -m benchmarks.accuracy --out benchmarks/results/accuracy-cpu-2026-12-07.json [--quick]
-    python -m benchmarks.accuracy --timing --study benchmarks/results/accuracy-cpu-2026-12-07.json
+    python -m benchmarks.accuracy --out benchmarks/results/accuracy-cpu-2026-12-07.json [--quick] [--jobs 2]
+        [--cache DIR]                  keep the reference maps; a rerun computes only the grid and rtol
+        [--cache DIR --reuse OLD.json] keep OLD's fixed rules too: rerun rtol mode and the defaults only
+    python -m benchmarks.accuracy --summarize STUDY.json   (rewrite its summary and .md)
+    python -m benchmarks.accuracy --timing --study STUDY.json --out TIMING.json
 
 For each model of `accuracy_models` (float64, zero baseline, target = argmax of the logits):
 the reference IG and IDG maps from a graded composite Gauss-Legendre rule in plain PyTorch
@@ -27,7 +30,6 @@ import argparse
 import datetime
 import inspect
 import json
-import math
 import platform
 import sys
 import time

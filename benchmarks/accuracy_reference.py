@@ -4,8 +4,11 @@ The rule: composite Gauss-Legendre, GL-k on each panel, with uniform panels of w
 the middle of [0, 1] and panels that halve in width toward both ends (geometric grading),
 `levels` halvings deep, so that boundary layers at alpha ~ 1e-4..1e-3 (LayerNorm of a
 near-zero input, docs/methods.md §1) and sharp transitions anywhere are resolved.
-`reference_rule()` has ~8,300 nodes; `finer_rule()` ~2x as many with other panels and order,
-and the study reports the largest relative difference between the two maps per model.
+`reference_rule()` has 8,320 nodes; `finer_rule()` ~2x as many with other panels and order,
+and the study reports the largest relative difference between the two maps per model. A
+piecewise-constant gradient (ReLU, max-pool) makes any fixed rule converge like the node
+spacing, so `path_integrals(..., k=)` also bisects the panels that are not resolved (a kink
+inside, or a jump at an edge), which takes ReLU models from ~1e-4 to ~1e-6 (docs/methods.md §1).
 
 IG_i  = d_i * int_0^1 g_i(alpha) dalpha,                d = x - x', g = dF/dx(x' + alpha d)
 IDG_i = d_i * int_0^1 (g(alpha) . d) g_i(alpha) dalpha   (IF = dF/dalpha exactly, docs/methods.md §2)
