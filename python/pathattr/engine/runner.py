@@ -97,6 +97,7 @@ class ModelRunner:
         self.oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self.ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
         self.capturing = False  # inside a CUDA-graph capture: no retry (the capture fails, eager takes over)
+        self.batched_columns = True  # backward_columns: vmap over the cotangents until an op refuses
 
     # ------------------------------------------------------------ one call
     def context(self, device: torch.device):
@@ -126,6 +127,34 @@ class ModelRunner:
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
         with stage("backward", True):
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
+
+    def backward_columns(self, f: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+        """d f[:, k] / d wrt for every column k of f (rows, T): (T, *wrt.shape), zeros where a
+        column does not depend on wrt.
+
+        One backward batched over the T columns (autograd's is_grads_batched: vmap over the
+        cotangents); where a model has an op without a batching rule, T backward passes over
+        the same graph instead (remembered for this runner). Measured on this project's
+        shared CPU (tiny Llama, hidden 128, T=16, process time): 3.7 s batched, 6.6 s looped;
+        tiny GPT-2: 3.3 s against 3.1 s (text/generation.py)."""
+        T = f.shape[1]
+        if not f.requires_grad:
+            return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device)
+        with stage("backward", self.ranges) if self.ranges else contextlib.nullcontext():
+            if self.batched_columns:
+                eye = torch.eye(T, dtype=f.dtype, device=f.device).view(T, 1, T).expand(T, f.shape[0], T)
+                try:
+                    g = torch.autograd.grad(f, wrt, eye, is_grads_batched=True, retain_graph=True,
+                                            allow_unused=True)[0]
+                except torch.OutOfMemoryError:
+                    raise
+                except RuntimeError:  # no batching rule for some op: the loop below gives the same numbers
+                    self.batched_columns = False
+                else:
+                    return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
+            cols = [torch.autograd.grad(f[:, k].sum(), wrt, allow_unused=True, retain_graph=k < T - 1)[0]
+                    for k in range(T)]
+            return torch.stack([torch.zeros_like(wrt) if g is None else g for g in cols])
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:
