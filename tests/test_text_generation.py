@@ -109,7 +109,12 @@ def test_batched_backward_and_its_fallback_loop_agree(tok, seed, monkeypatch):
     model = tm.llama(seed=seed)
     p = torch.randint(7, tm.VOCAB, (6,), generator=torch.Generator().manual_seed(seed))
     c = torch.randint(7, tm.VOCAB, (4,), generator=torch.Generator().manual_seed(seed + 1))
+    from pathattr.engine.runner import ModelRunner
+
+    looped = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS)
+    monkeypatch.setattr(ModelRunner, "batched_columns", True)
     batched = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS)
+    assert_close(looped.matrix, batched.matrix, rtol=1e-9, atol=1e-11, what="loop vs batched backward")
     real_grad = torch.autograd.grad
     used = []
 
@@ -120,6 +125,7 @@ def test_batched_backward_and_its_fallback_loop_agree(tok, seed, monkeypatch):
         return real_grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
-    looped = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS)
-    assert used == [1]  # tried once, then the loop for the rest of the call
-    assert_close(looped.matrix, batched.matrix, rtol=1e-9, atol=1e-11, what="loop vs batched backward")
+    fallback = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS,
+                                       internal_batch_size=4)
+    assert used == [1]  # tried once, then the loop for the rest of the call (3 chunks)
+    assert_close(fallback.matrix, looped.matrix, rtol=1e-9, atol=1e-11, what="fallback loop")

@@ -88,6 +88,10 @@ class ModelRunner:
         probe_batch_size: rows per forward-only chunk (None: twice the gradient chunk).
     """
 
+    # backward_columns: one backward vmapped over the columns (True) or one per column (False,
+    # the default: faster on CPU, see backward_columns); an instance turns it off when vmap fails.
+    batched_columns = False
+
     def __init__(self, model: Callable, autocast: Optional[torch.dtype] = None,
                  internal_batch_size: Optional[int] = None, probe_batch_size: Optional[int] = None):
         self.model = model
@@ -97,7 +101,6 @@ class ModelRunner:
         self.oom_rows = 0  # a chunk cap learnt from an out-of-memory error (0: none)
         self.ranges = _profiling.enabled()  # named stage ranges for profilers (PATHATTR_PROFILE=1)
         self.capturing = False  # inside a CUDA-graph capture: no retry (the capture fails, eager takes over)
-        self.batched_columns = True  # backward_columns: vmap over the cotangents until an op refuses
 
     # ------------------------------------------------------------ one call
     def context(self, device: torch.device):
@@ -132,11 +135,12 @@ class ModelRunner:
         """d f[:, k] / d wrt for every column k of f (rows, T): (T, *wrt.shape), zeros where a
         column does not depend on wrt.
 
-        One backward batched over the T columns (autograd's is_grads_batched: vmap over the
-        cotangents); where a model has an op without a batching rule, T backward passes over
-        the same graph instead (remembered for this runner). Measured on this project's
-        shared CPU (tiny Llama, hidden 128, T=16, process time): 3.7 s batched, 6.6 s looped;
-        tiny GPT-2: 3.3 s against 3.1 s (text/generation.py)."""
+        Default: T backward passes over the same graph. With batched_columns, one backward
+        batched over the T columns (autograd's is_grads_batched: vmap over one-hot cotangents),
+        falling back to the loop (for this runner) where an op has no batching rule. Measured
+        on this project's CPU, one thread, CPU time (text/generation.py, hidden 128, P=32,
+        T=16, 50 points): loop 0.76 s / batched 1.65 s on a tiny GPT-2, 0.61 / 0.97 s on a
+        tiny Llama; so the loop is the default (on a GPU the batched form may win: unmeasured)."""
         T = f.shape[1]
         if not f.requires_grad:
             return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device)

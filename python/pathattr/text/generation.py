@@ -4,8 +4,8 @@ For s = prompt + continuation (N = P + T tokens), every continuation token's
 log-probability (or logit) F_k = log p(s_{P+k} | s_<P+k) is attributed to the tokens
 before it by IG in the embedding space of `model.get_input_embeddings()`. One forward
 of s[:-1] per path point gives every F_k at once (a causal model's position t sees only
-s_<=t); the T gradients of that forward come from one backward batched over the T
-outputs (ModelRunner.backward_columns: is_grads_batched, else T passes over one graph).
+s_<=t); the T gradients of that forward come from T backward passes over its one graph
+(ModelRunner.backward_columns; its vmapped form was slower on CPU).
 The model runs only through ModelRunner (engine/runner.py), the path's chunks are the
 runner's, the quadrature is the engine's (engine/schedule.py).
 """
@@ -253,8 +253,8 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
                acc_dtype) -> torch.Tensor:
     """sum_s w_s dF_k/dh(h_b + alpha_s (h_x - h_b)) for every k: (T, N-1, E).
 
-    One forward per chunk of path points, then the T gradients of its outputs from one
-    backward batched over the T columns (ModelRunner.backward_columns), folded with the
+    One forward per chunk of path points, then the T gradients of its outputs
+    (ModelRunner.backward_columns: T backward passes over one graph), folded with the
     quadrature weights. The weights
     go into the fold, not into the backward's cotangent: near a zero-embedding baseline
     a normalisation layer's backward cancels large terms, and a scaled cotangent moved
