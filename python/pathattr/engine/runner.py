@@ -117,19 +117,18 @@ class ModelRunner:
         with stage("forward", self.ranges), self.context(points.device):
             return self.model(points, *args)
 
-    def backward(self, f: torch.Tensor, wrt: torch.Tensor, retain_graph: bool = False):
+    def backward(self, f: torch.Tensor, wrt: torch.Tensor):
         """d(sum f)/d wrt; None when f does not depend on wrt (callers read that as zeros).
 
         Never with grad_outputs: autograd validates a grad_outputs tensor with torch.fx's
         symbolic shapes, whose first import (sympy) cost ~300 ms on the first call of a
-        process; per-row weights are applied in the fold instead. retain_graph: for several
-        backward passes of one forward (one per output column: text/generation.py)."""
+        process; per-row weights are applied in the fold instead."""
         if not f.requires_grad:
             return None
         if not self.ranges:
-            return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
         with stage("backward", True):
-            return torch.autograd.grad(f.sum(), wrt, allow_unused=True, retain_graph=retain_graph)[0]
+            return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
     def backward_columns(self, f: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
         """d f[:, k] / d wrt for every column k of f (rows, T): (T, *wrt.shape), zeros where a
