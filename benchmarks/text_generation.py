@@ -13,8 +13,12 @@ tiny random Llama built from configs (fp32, eval; the tokenizer of tests/text_mo
   captum            Captum 0.9 LLMGradientAttribution(LayerIntegratedGradients(model, embeddings)),
                     its defaults (one layer-IG call of 50 points per continuation token)
   inseq             Inseq 0.7.1 "integrated_gradients" (when it imports beside transformers 5)
-Providers are sampled round-robin (harness.time_interleaved); ratios are paired medians
-(harness.paired_ratio). On this shared CPU only ratios within one run mean anything.
+Providers are sampled round-robin; ratios are paired medians (harness.paired_ratio).
+--clock process (default) times each call by this process's CPU time (time.process_time),
+wall clock beside it: on this project's 2-core machine, shared with other sessions (load
+10-13 during the first runs), wall-clock samples of one call spread 10x, CPU time far
+less. --threads sets torch's intra-op threads (default 1: CPU time then is the work
+itself). Only ratios within one run mean anything.
 """
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ import torch
 
 import pathattr.text as pt
 
-from .harness import Row, environment, paired_ratio, table, time_interleaved, write_results
+import time
+
+from .harness import Row, environment, paired_ratio, table, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import text_models as tm  # noqa: E402  (the tiny models and tokenizer the tests use)
@@ -52,6 +58,22 @@ def _inseq(model, tok):
         return None
 
 
+def _interleaved(providers, repeat: int, warmup: int):
+    """Round-robin samples of every provider: (CPU seconds, wall seconds) lists per provider."""
+    for fn in providers.values():
+        for _ in range(warmup):
+            fn()
+    cpu = {k: [] for k in providers}
+    wall = {k: [] for k in providers}
+    for _ in range(repeat):
+        for k, fn in providers.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - w0)
+    return cpu, wall
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -60,10 +82,13 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--no-inseq", action="store_true")
+    ap.add_argument("--clock", choices=("process", "wall"), default="process")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path,
                     default=Path(f"benchmarks/results/text-generation-cpu-{datetime.date.today().isoformat()}.json"))
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    torch.set_num_threads(a.threads)
     from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
 
     tok = tm.word_tokenizer(bert=False)
@@ -92,11 +117,15 @@ def main(argv=None):
         ours, theirs = providers["pathattr"](), providers["captum"]()
         diff = float((ours.prompt_matrix - theirs.token_attr).abs().max())
         scale = float(theirs.token_attr.abs().max())
-        samples = time_interleaved(providers, repeat=a.repeat, warmup=a.warmup)
+        cpu, wall = _interleaved(providers, a.repeat, a.warmup)
+        samples, other = (cpu, wall) if a.clock == "process" else (wall, cpu)
         case = f"{name}/h{a.hidden}-l{a.layers}/p{PROMPT}+{NEW}"
         for prov, s in samples.items():
-            rows.append(Row(case, prov, 1, a.steps, "cpu", s))
+            rows.append(Row(case, prov, 1, a.steps, "cpu", s,
+                            extra={"clock": a.clock, "other_clock_median_s": round(sorted(other[prov])[len(other[prov]) // 2], 3)}))
         summary[case] = {
+            "clock": a.clock,
+            "captum_over_pathattr_other_clock_paired": paired_ratio(other["captum"], other["pathattr"]),
             "captum_over_pathattr_paired": paired_ratio(samples["captum"], samples["pathattr"]),
             "captum_over_pathattr_all_paired": paired_ratio(samples["captum"], samples["pathattr_all"]),
             "max_abs_diff_vs_captum_fp32": diff, "captum_attr_scale": scale,

@@ -103,3 +103,29 @@ def test_generation_runs_the_model_only_through_the_runner(tok, seed):
     finally:
         h.remove()
     assert calls
+
+
+def test_batched_backward_and_its_fallback_loop_agree(tok, seed, monkeypatch):
+    model = tm.llama(seed=seed)
+    p = torch.randint(7, tm.VOCAB, (6,), generator=torch.Generator().manual_seed(seed))
+    c = torch.randint(7, tm.VOCAB, (4,), generator=torch.Generator().manual_seed(seed + 1))
+    from pathattr.engine.runner import ModelRunner
+
+    looped = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS)
+    monkeypatch.setattr(ModelRunner, "batched_columns", True)
+    batched = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS)
+    assert_close(looped.matrix, batched.matrix, rtol=1e-9, atol=1e-11, what="loop vs batched backward")
+    real_grad = torch.autograd.grad
+    used = []
+
+    def no_batching_rule(*args, **kwargs):  # as for a model with an op vmap cannot batch
+        if kwargs.get("is_grads_batched"):
+            used.append(1)
+            raise RuntimeError("Batching rule not implemented for aten::some_op")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching_rule)
+    fallback = pt.attribute_generation(model, p, continuation=c, baseline="unk", tokenizer=tok, n_steps=STEPS,
+                                       internal_batch_size=4)
+    assert used == [1]  # tried once, then the loop for the rest of the call (3 chunks)
+    assert_close(fallback.matrix, looped.matrix, rtol=1e-9, atol=1e-11, what="fallback loop")

@@ -41,8 +41,9 @@ def token_id(kind: str, tokenizer: Any, model: Any, name: str = "baseline") -> i
         tid = tid[0] if tid else None
     if not isinstance(tid, numbers.Integral) or isinstance(tid, bool):
         where = "the tokenizer" if tokenizer is not None else "model.config (and no tokenizer= was given)"
-        raise ValueError(f"{name}={kind!r}: {where} has no {kind} token; pass another baseline ('unk', 'zeros', "
-                         f"an int token id) or a tokenizer with a {kind} token")
+        others = ", ".join(repr(k) for k in ("pad", "unk", "zeros") if k != kind)
+        raise ValueError(f"{name}={kind!r}: {where} has no {kind} token; pass another baseline ({others}, an int "
+                         f"token id) or a tokenizer with a {kind} token")
     return int(tid)
 
 

@@ -5,7 +5,7 @@ log-probability (or logit) F_k = log p(s_{P+k} | s_<P+k) is attributed to the to
 before it by IG in the embedding space of `model.get_input_embeddings()`. One forward
 of s[:-1] per path point gives every F_k at once (a causal model's position t sees only
 s_<=t); the T gradients of that forward come from T backward passes over its one graph
-(measured faster than autograd's is_grads_batched here: benchmarks/text_generation.py).
+(ModelRunner.backward_columns; its vmapped form was slower on CPU).
 The model runs only through ModelRunner (engine/runner.py), the path's chunks are the
 runner's, the quadrature is the engine's (engine/schedule.py).
 """
@@ -253,8 +253,9 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
                acc_dtype) -> torch.Tensor:
     """sum_s w_s dF_k/dh(h_b + alpha_s (h_x - h_b)) for every k: (T, N-1, E).
 
-    One forward per chunk of path points, then one backward per continuation token
-    over the same graph (retain_graph), folded with the quadrature weights. The weights
+    One forward per chunk of path points, then the T gradients of its outputs
+    (ModelRunner.backward_columns: T backward passes over one graph), folded with the
+    quadrature weights. The weights
     go into the fold, not into the backward's cotangent: near a zero-embedding baseline
     a normalisation layer's backward cancels large terms, and a scaled cotangent moved
     Llama's result by 1e-6 relative in fp64 (Captum and a plain loop use unit cotangents)."""
@@ -270,15 +271,16 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
         f = runner.call(pts, (x_in.expand(n, -1),))
         if not isinstance(f, torch.Tensor) or tuple(f.shape) != (n, T):
             raise ValueError(f"internal: values of shape {tuple(getattr(f, 'shape', ()))}, expected ({n}, {T})")
-        return [runner.backward(f[:, k], pts, retain_graph=k < T - 1) for k in range(T)]
+        return runner.backward_columns(f, pts)  # (T, n, N-1, E)
 
     def fold(s, n, grads):
-        w = weights[s:s + n].view(n, 1, 1)
-        for k, g in enumerate(grads):
-            if g is not None:
-                acc[k] += (w * g.to(acc_dtype)).sum(0)
+        acc.add_((grads.to(acc_dtype) * weights[s:s + n].view(1, n, 1, 1)).sum(1))
 
-    runner.chunks(S, h_x[0].numel(), h_x.device.type, step, fold)
+    # The runner's element budget per chunk, with each point counted 1/T: a chunk's one graph
+    # serves T backward passes, so its per-call overheads weigh T times. Measured on this
+    # project's shared CPU (tiny GPT-2, hidden 128, P=32, T=16, 50 points, process time):
+    # one chunk of 50 took 3.7 s, three chunks of 17 (the plain budget) 8.6 s.
+    runner.chunks(S, max(1, h_x[0].numel() // T), h_x.device.type, step, fold)
     if not bool(torch.isfinite(acc).all()):
         raise FloatingPointError("the model's gradients along the path from the baseline to the prompt are not "
                                  "finite (NaN/Inf)")
