@@ -7,6 +7,7 @@ bank, the certainty checks, Explainer.warmup and the service batcher; and a scan
 the source for model/net calls outside engine/ (code no test runs is covered too).
 """
 import ast
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,24 @@ def _in_runner() -> bool:
             return True
         f = f.f_back
     return False
+
+
+@contextlib.contextmanager
+def calls_only_through_the_runner(model: nn.Module):
+    """A forward pre-hook on `model` that fails a call made outside ModelRunner.call;
+    yields the list of calls seen (a test asserts it is not empty)."""
+    calls = []
+
+    def guard(module, args, kwargs):
+        if not _in_runner():
+            raise AssertionError("the model was called outside engine/runner.py")
+        calls.append(1)
+
+    h = model.register_forward_pre_hook(guard, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        h.remove()
 
 
 class Guarded(nn.Module):

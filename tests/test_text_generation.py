@@ -87,21 +87,11 @@ def test_generate_then_attribute(tok, seed):
 
 
 def test_generation_runs_the_model_only_through_the_runner(tok, seed):
-    from test_one_runner import _in_runner
+    from test_one_runner import calls_only_through_the_runner
 
     model = tm.gpt2(seed=seed)
-    calls = []
-
-    def guard(module, args, kwargs):
-        if not _in_runner():
-            raise AssertionError("the model was called outside engine/runner.py")
-        calls.append(1)
-
-    h = model.register_forward_pre_hook(guard, with_kwargs=True)
-    try:
+    with calls_only_through_the_runner(model) as calls:
         pt.attribute_generation(model, "the cat", tokenizer=tok, max_new_tokens=2, baseline=0, n_steps=4)
-    finally:
-        h.remove()
     assert calls
 
 

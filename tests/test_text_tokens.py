@@ -149,22 +149,12 @@ def test_reference_texts_distribution_and_expected_gradients(tok, seed):
 
 
 def test_the_model_runs_only_through_the_runner(tok, seed):
-    from test_one_runner import _in_runner
+    from test_one_runner import calls_only_through_the_runner
 
     model = tm.bert_classifier(seed=seed)
-    calls = []
-
-    def guard(module, args, kwargs):
-        if not _in_runner():
-            raise AssertionError("the model was called outside engine/runner.py")
-        calls.append(1)
-
-    h = model.register_forward_pre_hook(guard, with_kwargs=True)
-    try:
+    with calls_only_through_the_runner(model) as calls:
         pt.attribute_tokens(model, tm.random_texts(3, seed=seed), tokenizer=tok, n_steps=4)
         pt.attribute_tokens(model, "a cat", tokenizer=tok, references=["a dog"], n_steps=4)
-    finally:
-        h.remove()
     assert calls
 
 

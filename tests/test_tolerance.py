@@ -90,14 +90,19 @@ def _mlp(act, depth, seed):
     return nn.Sequential(*layers, nn.Linear(d, 3)).double().eval()
 
 
-@pytest.mark.parametrize("idg", [False, True])
-def test_smooth_model_reaches_rtol_and_says_so(idg):
-    model = _mlp(nn.Tanh, 2, seed=1)
-    x = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 2
+def _rtol_case(act, depth, seed, n, idg, rtol):
+    """An MLP, n inputs, their argmax targets, the rtol call and its map's true error."""
+    model = _mlp(act, depth, seed=seed)
+    x = torch.randn(n, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1)) * 2
     t = model(x).argmax(1)
     fn = pa.integrated_decision_gradients if idg else pa.integrated_gradients
-    res = fn(model, x, target=t, rtol=1e-4, return_details=True)
-    err = _rel(res.attributions, _fine_reference(model, x, t, idg))
+    res = fn(model, x, target=t, rtol=rtol, return_details=True)
+    return model, x, t, fn, res, _rel(res.attributions, _fine_reference(model, x, t, idg))
+
+
+@pytest.mark.parametrize("idg", [False, True])
+def test_smooth_model_reaches_rtol_and_says_so(idg):
+    _, _, _, _, res, err = _rtol_case(nn.Tanh, 2, 1, 5, idg, 1e-4)
     assert (err <= 1e-4).all(), err
     ex = res.extras
     assert ex["converged"].all() and (ex["error_estimate"] <= 1e-4).all()
@@ -110,12 +115,7 @@ def test_smooth_model_reaches_rtol_and_says_so(idg):
 
 @pytest.mark.parametrize("idg", [False, True])
 def test_relu_model_within_a_few_rtol_and_estimate_calibrated(idg):
-    model = _mlp(nn.ReLU, 4, seed=3)
-    x = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 2
-    t = model(x).argmax(1)
-    fn = pa.integrated_decision_gradients if idg else pa.integrated_gradients
-    res = fn(model, x, target=t, rtol=0.01, return_details=True)
-    err = _rel(res.attributions, _fine_reference(model, x, t, idg))
+    model, x, t, fn, res, err = _rtol_case(nn.ReLU, 4, 3, 6, idg, 0.01)
     assert (err <= 0.03).all(), err
     ratio = res.extras["error_estimate"] / err
     assert ((ratio > 0.1) & (ratio < 10)).all(), ratio
@@ -239,3 +239,11 @@ def test_layer_attribution_refines_in_activation_space(idg):
     res = fn(model, model[2], x, target=1, rtol=1e-6, return_details=True)
     assert (_rel(res.attributions, fixed) < 1e-6).all()
     assert res.extras["converged"].all() and res.extras["n_evaluations"].shape == (3,)
+
+
+def test_left_ig_fixed_estimate_is_the_gap_on_the_truncated_path():
+    model = _mlp(nn.Tanh, 2, seed=20)
+    x = torch.randn(3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(21)) * 3
+    res = pa.left_integrated_gradients(model, x, target=1, n_steps=4, return_details=True)
+    change = (res.extras["truncated_value"] - res.start_value).abs()
+    assert torch.allclose(res.extras["error_estimate"], res.delta.abs() / change)

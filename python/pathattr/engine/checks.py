@@ -290,9 +290,13 @@ def broadcasts_to(shape, target_shape) -> bool:
         return False
 
 
+RTOL_MIN_STEPS = 17  # rtol mode's first round: four intervals of five nested samples (4 * 4 + 1)
+RTOL_MAX_STEPS = 1025  # its default cap per input (one integrand row is kept per sample)
+
+
 def check_tolerance(rtol: Any, min_steps: Any, max_steps: Any) -> dict:
     """rtol mode's settings (docs/methods.md §14): rtol a relative L2 error in (0, 1);
-    min_steps / max_steps gradient evaluations per input (defaults 17 and 1025), only
+    min_steps / max_steps gradient evaluations per input (RTOL_MIN_STEPS, RTOL_MAX_STEPS), only
     with rtol. Returns {} when rtol is None (fixed n_steps)."""
     if rtol is None:
         for value, name in ((min_steps, "min_steps"), (max_steps, "max_steps")):
@@ -300,8 +304,8 @@ def check_tolerance(rtol: Any, min_steps: Any, max_steps: Any) -> dict:
                 raise ValueError(f"{name} bounds the samples of rtol mode: give rtol= too (got {name}={value!r}, rtol=None)")
         return {}
     tol = check_real(rtol, "rtol", 0.0, 1.0, low_open=True, high_open=True)
-    lo = check_positive_int(min_steps if min_steps is not None else 17, "min_steps", minimum=5, maximum=MAX_STEPS)
-    hi = check_positive_int(max_steps if max_steps is not None else max(1025, lo), "max_steps", minimum=5,
+    lo = check_positive_int(min_steps if min_steps is not None else RTOL_MIN_STEPS, "min_steps", minimum=5, maximum=MAX_STEPS)
+    hi = check_positive_int(max_steps if max_steps is not None else max(RTOL_MAX_STEPS, lo), "max_steps", minimum=5,
                             maximum=MAX_STEPS)
     if hi < lo:
         raise ValueError(f"max_steps ({hi}) must be >= min_steps ({lo})")

@@ -51,9 +51,6 @@ RSS_FLOOR = 0.5  # the summed error vectors' norm is at least this * their root-
 THETA2 = 0.5  # bulk marking: bisect the intervals carrying half the squared error
 MAX_ROUNDS = 200  # a guard only: each round at least bisects one interval per active input
 
-DEFAULT_MIN_STEPS = 17  # four intervals: 4 * 4 + 1 samples before the first estimate
-DEFAULT_MAX_STEPS = 1025
-
 
 @dataclass
 class ToleranceIntegral:

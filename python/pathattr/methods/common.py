@@ -93,11 +93,14 @@ def run_to_tolerance(engine, batch: PathBatch, cfg: Dict[str, Any], name: str, s
                              **extra)
 
 
-def fixed_rule_estimate(res: AttributionResult, n_steps: int, n_forward: int) -> AttributionResult:
-    """Fixed n_steps: the relative completeness gap |delta| / |F(x) - F(x')| as the call's
-    error estimate (docs/methods.md §14; None without a delta), and its cost."""
-    if res.delta is not None and res.start_value is not None and res.end_value is not None:
-        change = (res.end_value - res.start_value).abs()
+def fixed_rule_estimate(res: AttributionResult, n_steps: int, n_forward: int,
+                        end: Optional[torch.Tensor] = None) -> AttributionResult:
+    """Fixed n_steps: the relative completeness gap |delta| / |F(end) - F(x')| as the call's
+    error estimate (docs/methods.md §14; none without a delta), and its cost. `end`: F where
+    the path ends (Left-IG: at alpha*), default F(x)."""
+    end = res.end_value if end is None else end
+    if res.delta is not None and res.start_value is not None and end is not None:
+        change = (end - res.start_value).abs()
         res.extras.setdefault("error_estimate", res.delta.abs() / torch.where(change > 0, change, torch.ones_like(change)))
     B = res.attributions.shape[0] if isinstance(res.attributions, torch.Tensor) else 0
     res.extras.setdefault("n_evaluations", torch.full((B,), n_steps, dtype=torch.long))

@@ -78,4 +78,4 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
                  extras={"alpha_star": alpha_star, "used_whole_path": whole, "truncated_value": f_star})
     res.end_value = curve[:, -1]
     res.start_value = curve[:, 0]
-    return res if f_star is None else fixed_rule_estimate(res, cfg["n_steps"], cfg["n_probe"] + 2)
+    return res if f_star is None else fixed_rule_estimate(res, cfg["n_steps"], cfg["n_probe"] + 2, end=f_star)

@@ -159,13 +159,23 @@ def parse_options(params: Any) -> Tuple[str, str, bool, Optional[float], Any]:
     dt = params.get("dtype", "float32")
     if dt not in OUT_DTYPES:
         raise BadRequest(422, f"parameters.dtype must be one of {sorted(OUT_DTYPES)}, got {dt!r}")
-    hm = params.get("heatmap", False)
-    if not isinstance(hm, bool):
-        raise BadRequest(422, f"parameters.heatmap must be true or false, got {hm!r}")
+    return enc, dt, parse_flag(params, "heatmap"), parse_timeout_ms(params), params.get("target")
+
+
+def parse_flag(params: dict, name: str) -> bool:
+    """`parameters.<name>`: true or false (default false)."""
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(422, f"parameters.{name} must be true or false, got {value!r}")
+    return value
+
+
+def parse_timeout_ms(params: dict) -> Optional[float]:
+    """`parameters.timeout_ms`: None or a positive number of milliseconds."""
     to = params.get("timeout_ms")
     if to is not None and (isinstance(to, bool) or not isinstance(to, (int, float)) or not math.isfinite(to) or to <= 0):
         raise BadRequest(422, f"parameters.timeout_ms must be a positive number, got {to!r}")
-    return enc, dt, hm, to, params.get("target")
+    return to
 
 
 def parse_rtol(params: Any) -> Optional[float]:

@@ -19,7 +19,52 @@ from .spec import ModelSpec
 log = logging.getLogger("pathattr.serve")
 
 
-class ExplanationService:
+class ServiceBase:
+    """What every service shares (ExplanationService, serve/text.py's TextExplanationService):
+    the checked limits, the metrics, readiness, and the worker that warms up first."""
+
+    def _setup(self, max_batch, timeout_ms, max_body_bytes, auto_warmup, torch_threads) -> None:
+        """Check the shared arguments (ValueError naming them) and set the shared state;
+        subclasses then set `self.batcher` and define `warmup`."""
+        for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                                          or torch_threads < 1):
+            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
+        self.metrics = ServiceMetrics()
+        self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
+        self.auto_warmup, self.torch_threads = bool(auto_warmup), torch_threads
+        self.warmup_error: Optional[str] = None
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        """Start the worker; with auto_warmup it warms up first (on the worker thread, the
+        one thread that runs the model from then on)."""
+        self.batcher.start(on_start=self._on_worker_start)
+
+    def _on_worker_start(self) -> None:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        if self.auto_warmup:
+            self.warmup()
+
+    def _mark_ready(self) -> None:
+        self._ready.set()
+        self.metrics.ready.set(1)
+
+    def close(self) -> None:
+        """Finish every queued request and stop the worker."""
+        self._ready.clear()
+        self.metrics.ready.set(0)
+        self.batcher.close()
+
+
+class ExplanationService(ServiceBase):
     """Serve one model with one method.
 
     Args:
@@ -43,25 +88,14 @@ class ExplanationService:
                  auto_warmup: bool = True, torch_threads: Optional[int] = None, explainer_kwargs: Optional[Dict[str, Any]] = None):
         if not isinstance(spec, ModelSpec):
             raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
-        for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        self._setup(max_batch, timeout_ms, max_body_bytes, auto_warmup, torch_threads)
         self.spec = spec
         kw = dict(explainer_kwargs or {})
         if spec.autocast is not None:
             kw.setdefault("autocast", spec.autocast)
         self.explainer = Explainer(spec.model, method, max_batch=max_batch, **kw)
-        self.metrics = ServiceMetrics()
         self.batcher = DynamicBatcher(self.explainer, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                       max_queue=max_queue, metrics=self.metrics)
-        self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
-        self.auto_warmup = bool(auto_warmup)
-        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
-                                          or torch_threads < 1):
-            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
-        self.torch_threads = torch_threads
-        self.warmup_error: Optional[str] = None
-        self._ready = threading.Event()
         self._by_rtol: Dict[float, Any] = {}
 
     def explainer_for(self, rtol: Optional[float]):
@@ -82,21 +116,6 @@ class ExplanationService:
     @property
     def method(self) -> str:
         return self.explainer.method
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def start(self) -> None:
-        """Start the worker; with auto_warmup it warms up first (on the worker thread, the
-        one thread that runs the model from then on)."""
-        self.batcher.start(on_start=self._on_worker_start)
-
-    def _on_worker_start(self) -> None:
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        if self.auto_warmup:
-            self.warmup()
 
     def warmup_sizes(self) -> List[int]:
         """The batch sizes the warm-up runs. On CPU only 1: nothing is captured or tuned
@@ -129,13 +148,6 @@ class ExplanationService:
             log.error("warm-up failed after %.2f s; the service stays unready (see /readyz): %s",
                       time.perf_counter() - t0, self.warmup_error, exc_info=err)
             return
-        self._ready.set()
-        self.metrics.ready.set(1)
+        self._mark_ready()
         log.info("ready: model %r, method %s, %.2f s of warm-up", spec.name, self.explainer.method,
                  time.perf_counter() - t0)
-
-    def close(self) -> None:
-        """Finish every queued request and stop the worker."""
-        self._ready.clear()
-        self.metrics.ready.set(0)
-        self.batcher.close()

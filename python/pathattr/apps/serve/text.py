@@ -15,8 +15,6 @@ request is decoded, so an empty text or a bad target is a 422 before the queue.
 from __future__ import annotations
 
 import logging
-import math
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ import torch
 
 from .. import text_inputs as ti
 from .batcher import DynamicBatcher
-from .codec import BadRequest
-from .metrics import ServiceMetrics
+from .codec import BadRequest, parse_flag, parse_timeout_ms
+from .service import ServiceBase
 
 log = logging.getLogger("pathattr.serve")
 TEXT_PARAMETERS = ("target", "norms", "timeout_ms")
@@ -92,7 +90,7 @@ class TextBatcher(DynamicBatcher):
         return results
 
 
-class TextExplanationService:
+class TextExplanationService(ServiceBase):
     """Serve one text model with one method (the text counterpart of ExplanationService;
     the same app, routes, batching, deadlines, metrics and readiness).
 
@@ -118,12 +116,7 @@ class TextExplanationService:
             raise TypeError(f"spec must be a TextModelSpec, got {type(spec).__name__}")
         if method not in ti.TEXT_METHODS:
             raise ValueError(f"method must be one of {', '.join(ti.TEXT_METHODS)} for a text model, got {method!r}")
-        for name, v in (("timeout_ms", timeout_ms), ("max_body_bytes", max_body_bytes)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
-                                          or torch_threads < 1):
-            raise ValueError(f"torch_threads must be None or an int >= 1, got {torch_threads!r}")
+        self._setup(max_batch, timeout_ms, max_body_bytes, auto_warmup, torch_threads)
         self.spec, self.method = spec, method
         kw = dict(attribute_kwargs or {})
         ti.check_settings(method, kw)
@@ -136,26 +129,8 @@ class TextExplanationService:
                                     max_tokens=max_tokens, return_convergence_delta=True, **kw)
 
         self._attribute = attribute
-        self.metrics = ServiceMetrics()
         self.batcher = TextBatcher(attribute, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                    metrics=self.metrics)
-        self.max_batch, self.timeout_ms, self.max_body_bytes = max_batch, float(timeout_ms), int(max_body_bytes)
-        self.auto_warmup, self.torch_threads = bool(auto_warmup), torch_threads
-        self.warmup_error: Optional[str] = None
-        self._ready = threading.Event()
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def start(self) -> None:
-        self.batcher.start(on_start=self._on_worker_start)
-
-    def _on_worker_start(self) -> None:
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        if self.auto_warmup:
-            self.warmup()
 
     def warmup(self) -> None:
         """One attribution of a one-word text on the worker thread, then ready."""
@@ -167,15 +142,9 @@ class TextExplanationService:
             self.warmup_error = "".join(traceback.format_exception_only(type(err), err)).strip()
             log.error("warm-up failed; the service stays unready (see /readyz): %s", self.warmup_error, exc_info=err)
             return
-        self._ready.set()
-        self.metrics.ready.set(1)
+        self._mark_ready()
         log.info("ready: text model %r, method %s, %.2f s of warm-up", self.spec.name, self.method,
                  time.perf_counter() - t0)
-
-    def close(self) -> None:
-        self._ready.clear()
-        self.metrics.ready.set(0)
-        self.batcher.close()
 
     # -- the request's side (app.py calls these for a text service) ---------------------
     def decode(self, payload: Dict[str, Any]):
@@ -187,12 +156,8 @@ class TextExplanationService:
         unknown = sorted(set(params) - set(TEXT_PARAMETERS))
         if unknown:
             raise BadRequest(422, f"unknown parameters {unknown} for a text model; known: {list(TEXT_PARAMETERS)}")
-        norms = params.get("norms", False)
-        if not isinstance(norms, bool):
-            raise BadRequest(422, f"parameters.norms must be true or false, got {norms!r}")
-        to = params.get("timeout_ms")
-        if to is not None and (isinstance(to, bool) or not isinstance(to, (int, float)) or not math.isfinite(to) or to <= 0):
-            raise BadRequest(422, f"parameters.timeout_ms must be a positive number, got {to!r}")
+        norms = parse_flag(params, "norms")
+        to = parse_timeout_ms(params)
         texts = decode_texts(payload["instances"], self.max_batch)
         try:
             ids, cut = ti.encode(self.spec.text_model, texts, self.spec.max_length, lambda i: f"instances[{i}]")
