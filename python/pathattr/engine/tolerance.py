@@ -108,6 +108,31 @@ def _interval_estimates(V, IF, F, pts, width):
     return value, error, smooth, q_val, q_val - dF, dF.abs()
 
 
+class _SampleStore:
+    """Every sample's integrand row, F and IF, in buffers that grow by doubling: a round
+    appends its rows without copying the earlier ones again (a bisection reweights old
+    samples, so they are all kept until the call ends)."""
+
+    def __init__(self):
+        self.n = 0
+        self.bufs = None
+
+    def add(self, f: torch.Tensor, q: torch.Tensor, v: torch.Tensor):
+        """Append one round's (F, IF, rows); returns views (rows, F, IF) of everything so far."""
+        need = self.n + f.shape[0]
+        if self.bufs is None or need > self.bufs[0].shape[0]:
+            cap = max(need, 2 * (self.bufs[0].shape[0] if self.bufs is not None else 0))
+            new = [torch.empty((cap,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device) for t in (v, f, q)]
+            if self.bufs is not None:
+                for dst, src in zip(new, self.bufs):
+                    dst[:self.n] = src[:self.n]
+            self.bufs = new
+        for dst, src in zip(self.bufs, (v, f, q)):
+            dst[self.n:need] = src
+        self.n = need
+        return tuple(b[:need] for b in self.bufs)
+
+
 def _per_input(x, index, B):
     out = torch.zeros((B,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     return out.index_add_(0, index, x)
@@ -125,15 +150,12 @@ def integrate(engine, batch: PathBatch, *, scaled: bool, rtol: float, min_steps:
     up = np.ones(B) if upper is None else np.ascontiguousarray(upper.detach().to("cpu", torch.float64).numpy())
     (lo, width, owner, pts), alpha, point_input = _scheduler.initial_grid(up, initial_intervals(min_steps))
     n_eval = np.bincount(point_input, minlength=B).astype(np.int64)
-    V = F = IF = None
+    store = _SampleStore()
     all_alpha, all_input = alpha, point_input
     rounds = 0
     while True:
         rounds += 1
-        f, q, v = engine.ragged(batch, torch.from_numpy(point_input), torch.from_numpy(alpha), scaled)
-        V = v if V is None else torch.cat([V, v])
-        F = f if F is None else torch.cat([F, f])
-        IF = q if IF is None else torch.cat([IF, q])
+        V, F, IF = store.add(*engine.ragged(batch, torch.from_numpy(point_input), torch.from_numpy(alpha), scaled))
         pts_t = torch.from_numpy(pts).to(dev)
         owner_t = torch.from_numpy(owner).to(dev)
         value, error, smooth, q_val, resid, dF = _interval_estimates(V, IF, F, pts_t,
