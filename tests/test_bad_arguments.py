@@ -178,19 +178,20 @@ def neuron_make(fn, region=True, **valid):
     return make
 
 
-NEURON_BAD = dict(without(LAYER_BAD, "return_convergence_delta", "return_details", "autocast", "backend",
-                          "accumulate_dtype"), inputs=float_inputs((B, D)), jvp=choices(JVP_MODES))
-PRUNE_BAD = dict(without(NEURON_BAD, "internal_batch_size", "jvp", "attribute_to_layer_input"),
+# rtol mode (docs/methods.md §14): rtol in (0, 1); min_steps / max_steps only with it
+TOL = dict(rtol=reals_outside(0, 1, lo_closed=False, hi_closed=False, none_ok=True),
+           min_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True),
+           max_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True))
+
+NEURON_BAD = dict(without(LAYER_BAD, "return_convergence_delta", "autocast", "backend", "accumulate_dtype"),
+                  inputs=float_inputs((B, D)), jvp=choices(JVP_MODES), **TOL)
+PRUNE_BAD = dict(without(NEURON_BAD, "internal_batch_size", "jvp", "attribute_to_layer_input", "return_details",
+                         *TOL),
                  region_mask=REGION_MASKS, n_prune=counts(huge=False), rank=choices(("abs", "value")),
                  scores=st.one_of(JUNK, st.lists(st.floats(), min_size=1, max_size=3), st.just(torch.tensor(True)),
                                   nonfinite_tensor((8,)), wrong_dtype_tensor((8,), (torch.bool, torch.complex64))))
 PRUNE_BAD["n_prune:too_many"] = st.integers(min_value=9, max_value=2 ** 80)  # the layer has 8 neurons
 PRUNE_BAD["scores:shape"] = st.sampled_from([torch.rand(5), torch.rand(B, 9), torch.rand(B + 1, 8), torch.rand(4, 4, 4)])
-
-# rtol mode (docs/methods.md §14): rtol in (0, 1); min_steps / max_steps only with it
-TOL = dict(rtol=reals_outside(0, 1, lo_closed=False, hi_closed=False, none_ok=True),
-           min_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True),
-           max_steps=counts(minimum=5, maximum=MAX_STEPS, none_ok=True))
 
 SIGNATURES = [
     Sig("integrated_gradients", fresh(pa.integrated_gradients, n_steps=8), dict(engine_args(), **TOL)),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -139,11 +139,19 @@ def _per_input(x, index, B):
 
 
 def integrate(engine, batch: PathBatch, *, scaled: bool, rtol: float, min_steps: int, max_steps: int,
-              upper: Optional[torch.Tensor] = None, deadline: Optional[float] = None) -> ToleranceIntegral:
+              upper: Optional[torch.Tensor] = None, deadline: Optional[float] = None,
+              evaluate: Optional[Callable] = None, completeness: bool = True) -> ToleranceIntegral:
     """Refine every input of `batch` until its estimated relative error is <= rtol, it
     has max_steps samples, or `deadline` (time.monotonic()) has passed (then the last
     round's map is returned, marked unconverged). scaled: the IDG integrand IF * g * (x - x').
-    upper: (B,) path ends in (0, 1] (Left-IG), default 1."""
+    upper: (B,) path ends in (0, 1] (Left-IG), default 1.
+    evaluate(examples, alphas) -> (F (R,), IF (R,), rows (R, N)): another integrand on the
+    same straight paths (neuron attributions), default engine.ragged's gradient rows.
+    completeness=False: IF does not integrate to F(b) - F(a) (a region's neurons), so the
+    completeness residual does not steer refinement."""
+    if evaluate is None:
+        def evaluate(examples, alphas):
+            return engine.ragged(batch, examples, alphas, scaled)
     B = batch.size
     dev = batch.x.device
     acc = batch.acc_dtype
@@ -155,13 +163,15 @@ def integrate(engine, batch: PathBatch, *, scaled: bool, rtol: float, min_steps:
     rounds = 0
     while True:
         rounds += 1
-        V, F, IF = store.add(*engine.ragged(batch, torch.from_numpy(point_input), torch.from_numpy(alpha), scaled))
+        V, F, IF = store.add(*evaluate(torch.from_numpy(point_input), torch.from_numpy(alpha)))
         pts_t = torch.from_numpy(pts).to(dev)
         owner_t = torch.from_numpy(owner).to(dev)
         value, error, smooth, q_val, resid, dF = _interval_estimates(V, IF, F, pts_t,
                                                                      torch.from_numpy(width).to(dev, acc))
         attr = _per_input(value, owner_t, B)
         norm = attr.norm(dim=1)
+        if not completeness:
+            resid = torch.zeros_like(resid)
         tv = _per_input(dF, owner_t, B)
         scale = norm / torch.where(tv > 0, tv, torch.ones_like(tv))  # map units per unit of unexplained output
         # the error vectors summed (what cancels between intervals cancels in the true error

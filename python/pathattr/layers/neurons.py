@@ -37,6 +37,7 @@ from ..engine.checks import broadcasts_to, check_bool, check_choice, check_finit
 from ..methods import ig
 from ..engine.core import PathEngine
 from ..engine.runner import ModelRunner, outside_inference_mode
+from ..result import AttributionResult
 from .hooks import check_layer, intercept
 from ..engine.targets import check_target_range, logits_of, select_output
 
@@ -142,7 +143,9 @@ def no_forward_ad_formula(err: BaseException) -> bool:
 def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None, target=None,
                               additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                               attribute_to_layer_input: bool = False, internal_batch_size: Optional[int] = None,
-                              output="logit", jvp: str = "auto", return_mode: bool = False):
+                              output="logit", jvp: str = "auto", return_mode: bool = False,
+                              rtol: Optional[float] = None, min_steps: Optional[int] = None,
+                              max_steps: Optional[int] = None, return_details: bool = False):
     """A_k(S) for every neuron k of `layer`: its share of the IG mass inside region S.
 
     Args:
@@ -157,36 +160,41 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
         internal_batch_size: path points per chunk (None: the engine's default).
         jvp: "auto" (default), "forward_ad" or "double_backward" (see the module docstring).
         return_mode: also return the JVP mode that ran ("forward_ad" or "double_backward").
+        rtol, min_steps, max_steps: refine each input's path until its neuron map is within
+            rtol (relative L2 over the neurons; docs/methods.md §14) instead of n_steps
+            fixed steps; min_steps / max_steps bound the evaluations per input.
+        return_details: return an AttributionResult (attributions = the neuron map) whose
+            extras carry n_evaluations, n_forward, and in rtol mode error_estimate,
+            converged and rounds, per input.
     Returns:
         (B, *layer_shape) in the inputs' dtype (accumulated in fp32, fp64 for fp64 inputs);
         an empty batch gives an empty tensor of shape (0,) (no forward to learn the layer's shape).
-    Cost per input: n_steps x (one JVP through the layers before `layer` + one forward and
-        backward through the layers after it), + 1 forward when target is None.
+        With return_mode, (that, mode).
+    Cost per input: n_steps (or in rtol mode n_evaluations) x (one JVP through the layers
+        before `layer` + one forward and backward through the layers after it), + 1 forward
+        when target is None.
     """
     check_layer(model, layer)
     check_choice(jvp, "jvp", JVP_MODES)
     check_bool(attribute_to_layer_input, "attribute_to_layer_input")
     check_bool(return_mode, "return_mode")
-    n = ig.settings(n_steps, method)["n_steps"]  # the quadrature rule's checks, as IG's
+    check_bool(return_details, "return_details")
+    cfg = ig.settings(n_steps, method, rtol, min_steps, max_steps)  # the quadrature rule's checks, as IG's
+    n = cfg["n_steps"]
     engine = PathEngine(model, output=output, internal_batch_size=internal_batch_size)
     batch = engine.prepare(inputs, baselines, target, additional_forward_args)
     mask = _check_region(region_mask, batch.x)
+    n_forward = 0
     if batch.target is None:
         engine.endpoints(batch, baselines=False)  # resolves target = argmax model(x)
+        n_forward = 1
     B = batch.size
-    sched = schedules.uniform(method, n, B)
-    S = sched.steps
-    alphas = engine._alphas_on_device(batch, sched.alphas)
-    w = sched.weights.to(device=batch.x.device, dtype=batch.acc_dtype).reshape(-1)
     v = (mask.to(batch.acc_dtype) * batch.diff()).to(batch.x.dtype)  # v_S per input
     state = {"mode": "forward_ad" if jvp == "auto" else jvp, "result": None}
-    which = engine._backend(batch)
     runner = engine.runner
 
-    def step(s, rows):
-        # the engine's points (a copy: the dual tensor must not alias the reused buffer)
-        points = engine.points.rows(batch, alphas, s, rows, which).clone()
-        examples = batch.row_examples(s, rows, S)
+    def neuron_rows(points, examples, first):
+        """(h's shape, J_h v_S, dF/dh, F) at path points of the given inputs."""
         tangents = v.index_select(0, examples)
         args = batch.args_for(examples) if batch.args else ()
         try:
@@ -196,11 +204,30 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
                 raise
             state["mode"] = "double_backward"  # an op without a forward-AD formula: the robust path
             h, jv, out = _CHUNK["double_backward"](runner, layer, points, tangents, args, attribute_to_layer_input)
-        out = engine.check_output(out, rows, batch)
-        if s == 0:
+        out = engine.check_output(out, points.shape[0], batch)
+        if first:
             check_target_range(batch.target, out, engine.output)
-        f = select_output(out, batch.row_targets(s, rows, S), engine.output)
-        return h.shape, jv, runner.backward(f, h), examples
+        f = select_output(out, None if batch.target is None else batch.target[examples], engine.output)
+        return h.shape, jv, runner.backward(f, h), f.detach()
+
+    if cfg.get("rtol") is not None and B:
+        result = _to_tolerance(engine, batch, cfg, neuron_rows)
+        result.extras["n_forward"] = torch.full((B,), n_forward, dtype=torch.long)
+        result.settings.update(jvp=state["mode"], layer_input=attribute_to_layer_input)
+        if not return_details:
+            result = result.attributions
+        return (result, state["mode"]) if return_mode else result
+    sched = schedules.uniform(method, n, B)
+    S = sched.steps
+    alphas = engine._alphas_on_device(batch, sched.alphas)
+    w = sched.weights.to(device=batch.x.device, dtype=batch.acc_dtype).reshape(-1)
+    which = engine._backend(batch)
+
+    def step(s, rows):
+        # the engine's points (a copy: the dual tensor must not alias the reused buffer)
+        points = engine.points.rows(batch, alphas, s, rows, which).clone()
+        examples = batch.row_examples(s, rows, S)
+        return neuron_rows(points, examples, s == 0)[:3] + (examples,)
 
     def fold(s, rows, r):
         shape, jv, g, examples = r
@@ -219,22 +246,88 @@ def neuron_region_attribution(model, layer, inputs, region_mask, baselines=None,
     if not bool(torch.isfinite(result).all()):
         raise FloatingPointError("neuron attributions are not finite: the model produced NaN/Inf along the path")
     result = result.to(batch.x.dtype)
+    if return_details:
+        result = AttributionResult(result, target=batch.target, method="neuron_region_attribution",
+                                   settings=dict(cfg, jvp=mode, layer_input=attribute_to_layer_input),
+                                   extras={"n_evaluations": torch.full((B,), S, dtype=torch.long),
+                                           "n_forward": torch.full((B,), n_forward, dtype=torch.long)})
     return (result, mode) if return_mode else result
+
+
+def _to_tolerance(engine, batch, cfg, neuron_rows) -> AttributionResult:
+    """rtol mode (docs/methods.md §14): the error-controlled rounds of engine/tolerance.py
+    with the neuron integrand dF/dh_k * [J_h v_S]_k as the rows. Its sum over neurons is not
+    dF/dalpha (only the region's share, and only through the layer), so the completeness
+    residual does not steer refinement."""
+    from ..engine import tolerance
+
+    dev, acc, D = batch.x.device, batch.acc_dtype, batch.features
+    x2, b2 = batch.rows2d()
+    d2 = batch.diff().view(batch.size, D)
+    shape = tuple(batch.x.shape[1:])
+    runner = engine.runner
+
+    def evaluate(examples, alphas):
+        ex = examples.to(dev)
+        a = alphas.to(device=dev, dtype=acc)
+        R = ex.shape[0]
+        got = {}
+
+        def step(s, n):
+            e = ex[s:s + n]
+            base = b2.expand(n, D) if b2.shape[0] == 1 else b2[e]
+            points = torch.addcmul(base.to(acc), a[s:s + n, None], d2[e]).to(batch.x.dtype).view((n,) + shape)
+            return neuron_rows(points, e, s == 0)
+
+        def keep(s, n, r):
+            hshape, jv, g, f = r
+            if "rows" not in got:
+                N = math.prod(hshape[1:])
+                got.update(rows=torch.empty((R, N), dtype=acc, device=dev), values=torch.empty(R, dtype=acc, device=dev))
+            contrib = got["rows"][s:s + n]
+            if g is None:
+                contrib.zero_()
+            else:
+                torch.mul(g.reshape(n, -1).to(acc), jv.reshape(n, -1).to(acc), out=contrib)
+            got["values"][s:s + n] = f.to(acc)
+            got["shape"] = tuple(hshape[1:])
+
+        runner.chunks(R, D, dev.type, step, keep)
+        if not bool(torch.isfinite(got["rows"]).all()) or not bool(torch.isfinite(got["values"]).all()):
+            raise FloatingPointError("neuron attributions are not finite: the model produced NaN/Inf along the path")
+        batch_shape["layer"] = got["shape"]
+        return got["values"], got["rows"].sum(1), got["rows"]
+
+    batch_shape = {}
+    ti = tolerance.integrate(engine, batch, scaled=False, rtol=cfg["rtol"], min_steps=cfg["min_steps"],
+                             max_steps=cfg["max_steps"], deadline=cfg.get("deadline"), evaluate=evaluate,
+                             completeness=False)
+    attr = ti.attr.view((batch.size,) + batch_shape["layer"]).to(batch.x.dtype)
+    stats = {"n_evaluations": ti.n_evaluations, "error_estimate": ti.error_estimate, "converged": ti.converged,
+             "rounds": ti.rounds, "f_start": ti.f_start, "f_end": ti.f_end}
+    return AttributionResult(attr, target=batch.target, alphas=ti.alphas, weights=ti.weights, path_values=ti.values,
+                             start_value=ti.f_start, end_value=ti.f_end, method="neuron_region_attribution",
+                             settings={k: v for k, v in cfg.items() if k != "deadline"}, extras=stats)
 
 
 def neuron_conductance(model, layer, inputs, baselines=None, target=None, additional_forward_args=None,
                        n_steps: int = 50, method: str = "gausslegendre", attribute_to_layer_input: bool = False,
-                       internal_batch_size: Optional[int] = None, output="logit", jvp: str = "auto"):
+                       internal_batch_size: Optional[int] = None, output="logit", jvp: str = "auto",
+                       rtol: Optional[float] = None, min_steps: Optional[int] = None,
+                       max_steps: Optional[int] = None, return_details: bool = False):
     """Conductance of every neuron of `layer` (Dhamdhere et al.): A_k(S) with S = all inputs.
 
     Summed over neurons it equals sum_i IG_i when the layer is a cut of the graph.
-    Same arguments and cost as `neuron_region_attribution`; returns (B, *layer_shape).
+    Same arguments (rtol mode included) and cost as `neuron_region_attribution`; returns
+    (B, *layer_shape), or an AttributionResult with return_details.
     """
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (batch, ...), got {type(inputs).__name__}")
     everything = torch.ones((), dtype=torch.bool, device=inputs.device)
     return neuron_region_attribution(model, layer, inputs, everything, baselines, target, additional_forward_args,
-                                     n_steps, method, attribute_to_layer_input, internal_batch_size, output, jvp)
+                                     n_steps, method, attribute_to_layer_input, internal_batch_size, output, jvp,
+                                     rtol=rtol, min_steps=min_steps, max_steps=max_steps,
+                                     return_details=return_details)
 
 
 @outside_inference_mode  # attributions are gradients (see engine/runner.py)

@@ -63,16 +63,22 @@ def layer_attribution(kind, model, layer, inputs, baselines, targets, to_input=F
     return torch.stack(rows)
 
 
-def neuron_region_attribution(model, layer, inputs, baselines, targets, region_mask, n_steps=50, method="gausslegendre"):
-    """A_k(S) = sum_k w dF/dh_k(h(p)) [J_h(p) v_S]_k per input, with the explicit Jacobian."""
-    alphas, weights = quadrature(method, n_steps)
+def neuron_region_attribution(model, layer, inputs, baselines, targets, region_mask, n_steps=50, method="gausslegendre",
+                              alphas=None, weights=None):
+    """A_k(S) = sum_k w dF/dh_k(h(p)) [J_h(p) v_S]_k per input, with the explicit Jacobian.
+    alphas, weights: (B, S) a rule per input (NaN-padded alphas, as rtol mode's details)
+    instead of the shared n_steps rule."""
+    if alphas is None:
+        shared = quadrature(method, n_steps)
     mask = region_mask.to(inputs.dtype).expand_as(inputs)
     out = []
     for i in range(inputs.shape[0]):
         x, b = inputs[i], baselines[i]
         v = mask[i] * (x - b)
         total = None
-        for a, w in zip(alphas, weights):
+        rule = shared if alphas is None else [(a, w) for a, w in zip(alphas[i].tolist(), weights[i].tolist())
+                                              if a == a]  # NaN padding dropped
+        for a, w in (zip(*rule) if alphas is None else rule):
             p = (b + float(a) * (x - b)).detach()
             h_of_p = lambda z: _activation_graph(model, layer, z)  # noqa: E731
             J = torch.autograd.functional.jacobian(h_of_p, p)  # (*h_shape, *x_shape)
