@@ -82,3 +82,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_function_warnings():
+    """The function API's large-error warning is once per process: each test starts afresh."""
+    from pathattr import explainer
+
+    explainer._FUNCTIONS_WARNED.clear()
+    yield

@@ -247,3 +247,48 @@ def test_left_ig_fixed_estimate_is_the_gap_on_the_truncated_path():
     res = pa.left_integrated_gradients(model, x, target=1, n_steps=4, return_details=True)
     change = (res.extras["truncated_value"] - res.start_value).abs()
     assert torch.allclose(res.extras["error_estimate"], res.delta.abs() / change)
+
+
+class _Counting(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.inner(x)
+
+
+def test_an_estimate_wherever_the_ends_are_free_and_no_extra_forward_where_not():
+    """IDG's probe and target=None compute F at both ends anyway: the call keeps the
+    completeness gap as its estimate (and an Explainer warns); an IG call with given
+    targets and no delta runs no extra forward for it."""
+    model = _Counting(_mlp(nn.ReLU, 4, seed=15))
+    x = torch.randn(3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(16)) * 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = pa.Explainer(model, "idg", n_steps=4)
+        ex.attribute(x, target=0)
+        res = ex._run(x, None, 0, None, False, False)  # what attribute() got: the estimate is there
+        want = pa.integrated_decision_gradients(model, x, target=0, n_steps=4, return_details=True)
+    assert torch.allclose(res.extras["error_estimate"], want.extras["error_estimate"], rtol=1e-12, atol=0)
+    assert sum("rtol=" in str(w.message) for w in caught) == 2  # the Explainer once, the function once
+    model.rows = 0
+    ex = pa.Explainer(model, "ig", n_steps=4)
+    assert "error_estimate" not in ex._run(x, None, 0, None, False, False).extras
+    assert model.rows == 3 * 4  # the path only
+    model.rows = 0
+    res = ex._run(x, None, None, None, False, False)
+    assert model.rows == 3 * 4 + 3 + 1 and res.extras["error_estimate"].shape == (3,)  # F(x) and one shared F(x')
+
+
+def test_the_function_api_warns_once_per_process():
+    model = _mlp(nn.ReLU, 4, seed=17)
+    x = torch.randn(3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(18)) * 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            pa.integrated_gradients(model, x, target=0, n_steps=2, return_convergence_delta=True)
+        pa.integrated_decision_gradients(model, x, target=0, n_steps=4)
+    msgs = [str(w.message) for w in caught if "rtol=" in str(w.message)]
+    assert len(msgs) == 2, msgs  # IG once, IDG once

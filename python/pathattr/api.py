@@ -41,6 +41,7 @@ def integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None, tar
     ex = Explainer(model, "ig", n_steps=n_steps, rule=method, output=output, internal_batch_size=internal_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
                    min_steps=min_steps, max_steps=max_steps)
+    ex._warn_scope = "integrated_gradients"  # one large-error warning per process, not per call
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 
@@ -77,6 +78,7 @@ def integrated_decision_gradients(model, inputs: torch.Tensor, baselines: Any = 
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
                    min_steps=min_steps, max_steps=max_steps)
+    ex._warn_scope = "integrated_decision_gradients"  # one large-error warning per process, not per call
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 
@@ -110,6 +112,7 @@ def left_integrated_gradients(model, inputs: torch.Tensor, baselines: Any = None
                    output=output, internal_batch_size=internal_batch_size, probe_batch_size=probe_batch_size,
                    autocast=autocast, backend=backend, accumulate_dtype=accumulate_dtype, rtol=rtol,
                    min_steps=min_steps, max_steps=max_steps)
+    ex._warn_scope = "left_integrated_gradients"  # one large-error warning per process, not per call
     return ex.attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta, return_details)
 
 

@@ -25,6 +25,7 @@ __all__ = ["Explainer", "DeadlineExceeded"]
 
 # A fixed-step call whose completeness gap exceeds this warns (once per Explainer) and names rtol.
 WARN_ESTIMATE = 0.05
+_FUNCTIONS_WARNED: set = set()  # the function API builds an Explainer per call: it warns once per process
 
 
 class Explainer:
@@ -91,8 +92,9 @@ class Explainer:
         # serialised so they cannot overwrite each other's path points.
         self._lock = threading.Lock()
         self.max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
-        self._timer = CallTimer()
-        self._warned = False  # the large-error warning is given once per Explainer  # fastest warm run per batch size: refuses calls that cannot meet their deadline
+        self._timer = CallTimer()  # fastest warm run per batch size: refuses calls that cannot meet their deadline
+        self._warned = False  # the large-error warning is given once per Explainer
+        self._warn_scope: Optional[str] = None  # set by the function API: once per process and function
 
     @property
     def method(self) -> str:
@@ -209,7 +211,7 @@ class Explainer:
     def _warn_if_inaccurate(self, res) -> None:
         """Once per Explainer: a call whose error estimate is large says so and names rtol
         (docs/methods.md §14)."""
-        if self._warned or not isinstance(res, AttributionResult):
+        if self._warned or not isinstance(res, AttributionResult) or self._warn_scope in _FUNCTIONS_WARNED:
             return
         est = res.extras.get("error_estimate")
         if est is None or not isinstance(est, torch.Tensor) or est.numel() == 0:
@@ -230,6 +232,8 @@ class Explainer:
         else:
             return
         self._warned = True
+        if self._warn_scope is not None:
+            _FUNCTIONS_WARNED.add(self._warn_scope)
         warnings.warn(msg, RuntimeWarning, stacklevel=5)
 
     def _run_packed(self, inputs, baselines, target, additional_forward_args, want_delta, want_details):

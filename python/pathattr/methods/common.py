@@ -30,11 +30,10 @@ def finish(batch: PathBatch, name: str, cfg: Dict[str, Any], attr: torch.Tensor,
     minus the output difference (delta_from_sum), for IDG the same sum taken over
     the importance factors that the gradient pass computed anyway.
     diagnostics=False (the caller wants neither delta nor details): attributions and
-    targets only, without the few small ops the delta costs.
+    targets only; where the ends were computed anyway (target=None, IDG's probe) the
+    extras still carry the error estimate, a few (B,)-sized ops, so that an Explainer can
+    warn (docs/methods.md §14).
     """
-    if not diagnostics:
-        attributions = attr if attr.dtype == batch.x.dtype else attr.to(batch.x.dtype)
-        return AttributionResult(attributions=attributions, target=batch.target, method=name)
     delta = None
     if ends is not None:
         f_x, f_b = ends
@@ -44,6 +43,10 @@ def finish(batch: PathBatch, name: str, cfg: Dict[str, Any], attr: torch.Tensor,
             w = sched.weights.to(device=integral.importance.device, dtype=integral.importance.dtype)
             total = (w * integral.importance).sum(1)
         delta = total - (f_x - f_b)
+    if not diagnostics:
+        attributions = attr if attr.dtype == batch.x.dtype else attr.to(batch.x.dtype)
+        extras = {} if delta is None else {"error_estimate": completeness_gap(delta, ends[0], ends[1])}
+        return AttributionResult(attributions=attributions, target=batch.target, method=name, extras=extras)
     # A uniform rule's tensors are the scheduler's per-process cache: the result gets
     # copies, so a caller writing into them cannot change later calls.
     cached = sched.rule is not None
@@ -93,6 +96,12 @@ def run_to_tolerance(engine, batch: PathBatch, cfg: Dict[str, Any], name: str, s
                              **extra)
 
 
+def completeness_gap(delta: torch.Tensor, f_end: torch.Tensor, f_start: torch.Tensor) -> torch.Tensor:
+    """|delta| / |F(end) - F(start)|: a fixed rule's relative error estimate (docs/methods.md §14)."""
+    change = (f_end - f_start).abs()
+    return delta.abs() / torch.where(change > 0, change, torch.ones_like(change))
+
+
 def fixed_rule_estimate(res: AttributionResult, n_steps: int, n_forward: int,
                         end: Optional[torch.Tensor] = None) -> AttributionResult:
     """Fixed n_steps: the relative completeness gap |delta| / |F(end) - F(x')| as the call's
@@ -100,8 +109,7 @@ def fixed_rule_estimate(res: AttributionResult, n_steps: int, n_forward: int,
     the path ends (Left-IG: at alpha*), default F(x)."""
     end = res.end_value if end is None else end
     if res.delta is not None and res.start_value is not None and end is not None:
-        change = (end - res.start_value).abs()
-        res.extras.setdefault("error_estimate", res.delta.abs() / torch.where(change > 0, change, torch.ones_like(change)))
+        res.extras.setdefault("error_estimate", completeness_gap(res.delta, end, res.start_value))
     B = res.attributions.shape[0] if isinstance(res.attributions, torch.Tensor) else 0
     res.extras.setdefault("n_evaluations", torch.full((B,), n_steps, dtype=torch.long))
     res.extras.setdefault("n_forward", torch.full((B,), n_forward, dtype=torch.long))

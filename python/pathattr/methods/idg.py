@@ -91,8 +91,7 @@ def run(engine: PathEngine, batch: PathBatch, cfg: Dict[str, Any], want_delta: b
         curve = engine.path_values(batch, engine.probe_grid(batch, cfg["n_probe"]), check_finite=False)
         if f_x is not None:
             curve[:, -1] = f_x
-        need_ends = want_delta or want_details or cfg["importance"] == "finite_difference" or cfg["normalize"] == "completeness"
-        ends = (curve[:, -1], curve[:, 0]) if need_ends else None
+        ends = (curve[:, -1], curve[:, 0])  # free: the probe ran them (finish's error estimate uses them)
         # float32 passes take a float32 grid straight from the scheduler (two conversions
         # fewer per call); details report the float64 grid.
         f32 = not want_details and batch.x.dtype == torch.float32 and batch.acc_dtype == torch.float32
