@@ -6,9 +6,10 @@
 The constants of engine/tolerance.py were chosen on benchmarks/accuracy.py's study. These
 models differ from it in architecture, width, depth, activation, seeds and inputs:
 
-  set A ("seen"): four models checked by hand while the constants were chosen (a post-LN
+  set A ("seen"): four models looked at while the constants were chosen (a post-LN
     encoder with LayerNorm on its input, a tanh MLP, a 6-layer ReLU MLP, the bundled digits
-    CNN on other images). Not tuned on, but looked at: reported apart.
+    CNN on other images); the completeness stop (COMPLETENESS_STOP) was added after two of
+    their IDG maps came out 1.7 % and 1.04 % off at rtol = 0.01. Reported apart.
   set B ("unseen"): built after the constants were fixed and run only to report.
 
 Each map's true error comes from the study's reference (accuracy_reference: graded composite
@@ -193,9 +194,10 @@ def markdown(result: Dict) -> str:
     lines = ["# rtol mode on hold-out models (CPU, float64)", "",
              f"`{result['command']}` — {result['environment']['machine_note']}; torch "
              f"{result['environment']['torch']}, {result['environment']['date']}.", "",
-             "Set A: checked by hand while engine/tolerance.py's constants were chosen (looked at, not tuned on). "
+             "Set A: looked at while engine/tolerance.py's constants were chosen (the completeness stop was "
+             "added after two of its IDG maps came out 1.7 % and 1.04 % off at rtol = 0.01). "
              "Set B: built after the constants were fixed, run only to report.", ""]
-    for set_name in ("A", "B"):
+    for set_name in result["sets"]:
         lines += [f"## Set {set_name}", "", "| model | what |", "|---|---|"]
         lines += [f"| {k} | {m['note']} |" for k, m in result["sets"][set_name]["models"].items()]
         lines += ["", "| method, rtol | maps | within rtol | above 3×rtol | worst error | evaluations | "

@@ -138,3 +138,24 @@ def test_quick_study_end_to_end(tmp_path):
         assert "calibration_all" in study["summary"]
     md = out.with_suffix(".md").read_text()
     assert "Best fixed rule in hindsight" in md and "gelu_mlp" in md
+
+
+def test_holdout_script_end_to_end(tmp_path):
+    """benchmarks/accuracy_holdout.py on two small models x 2 inputs: the JSON's errors are
+    the maps' distances from the reference, and the summary counts them."""
+    from benchmarks import accuracy_holdout as ah
+
+    out = tmp_path / "h.json"
+    assert ah.main(["--out", str(out), "--inputs", "2", "--models", "tanh_mlp20", "softplus_mlp4"]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["sets"]) == {"A", "B"}
+    for set_name, model in (("A", "tanh_mlp20"), ("B", "softplus_mlp4")):
+        entry = res["sets"][set_name]["models"][model]
+        for kind in ("ig", "idg"):
+            for r in ("0.01", "0.001"):
+                run = entry["methods"][kind][r]
+                assert len(run["errors"]) == 2 and all(e <= 3 * float(r) for e in run["errors"])
+                assert all(17 <= n <= 1025 for n in run["n_evaluations"])
+        s = res["sets"][set_name]["summary"]["ig 0.01"]
+        assert s["maps"] == 2 and s["within"] == 1.0
+    assert "## Set B" in out.with_suffix(".md").read_text()

@@ -292,3 +292,26 @@ def test_the_function_api_warns_once_per_process():
         pa.integrated_decision_gradients(model, x, target=0, n_steps=4)
     msgs = [str(w.message) for w in caught if "rtol=" in str(w.message)]
     assert len(msgs) == 2, msgs  # IG once, IDG once
+
+
+class _HiddenStep(nn.Module):
+    """A smooth model plus an output step its gradient does not see (a detach): F jumps at
+    x.sum() = 0 while dF/dalpha stays smooth, so completeness can never be met there."""
+
+    def __init__(self):
+        super().__init__()
+        self.smooth = _mlp(nn.Tanh, 2, seed=19)
+
+    def forward(self, x):
+        step = (x.sum(1, keepdim=True) > 0.5).to(x.dtype).detach()
+        return self.smooth(x) + 3.0 * step
+
+
+def test_an_output_jump_the_gradient_cannot_see_does_not_exhaust_max_steps():
+    x = torch.full((2, 8), 0.3, dtype=torch.float64)  # the step sits at alpha = 0.5 / 2.4 on the path
+    res = pa.integrated_gradients(_HiddenStep(), x, target=0, rtol=1e-2, return_details=True)
+    smooth = pa.integrated_gradients(_HiddenStep().smooth, x, target=0, rtol=1e-2, return_details=True)
+    n = res.extras["n_evaluations"]
+    assert (n <= smooth.extras["n_evaluations"] + 4 * 12).all(), n  # ten-odd bisections toward the step, no more
+    assert (n > smooth.extras["n_evaluations"]).all(), n  # the completeness residual did look there
+    assert torch.allclose(res.attributions, smooth.attributions, rtol=1e-2, atol=1e-9)

@@ -21,7 +21,13 @@ cost: the rule applied to IF = dF/dalpha against F(b) - F(a), both from samples 
 taken; it steers refinement (an interval whose output change the samples miss is
 bisected) but is left out of the estimate, where it overstates maps whose features
 cancel. An input is refined until its estimate is <= SAFETY * rtol * |A| (a margin for
-the estimate's spread) and reported converged when it is <= rtol * |A|. Unconverged
+the estimate's spread) and, in output units, its intervals' absolute completeness
+residuals add up to at most COMPLETENESS_STOP * max(rtol, COMPLETENESS_STOP_MIN) * TV
+(TV = sum |F(b) - F(a)|; intervals narrower than COMPLETENESS_MIN_WIDTH left out, so that
+an output jump the gradient does not see stops mattering after ten bisections): a feature
+narrower than the samples' spacing, e.g. a ReLU bump between two samples, leaves the
+embedded rules agreeing but not the output's change. It is
+reported converged when the estimate is <= rtol * |A|. Unconverged
 inputs get their worst intervals bisected (the C++ scheduler's bulk marking,
 csrc/refine.cpp): four new samples per bisection, every earlier sample kept. Rows of
 all inputs share the engine's chunks (PathEngine.ragged). Memory: one integrand row
@@ -47,6 +53,9 @@ ROUGH_FLOOR = 0.25  # the rough error's norm is at least this * |T2 - T1|
 SAFETY = 0.6  # refine until the estimate is <= SAFETY * rtol (converged: <= rtol)
 ESTIMATE_SCALE = 0.6  # the rule's estimate runs ~1.7x high (median, benchmarks/accuracy.py): reported scaled
 COMPLETENESS_WEIGHT = 0.0  # the completeness residual drives refinement only (in the estimate it overstates maps that cancel)
+COMPLETENESS_STOP = 1.0  # refine until sum |completeness residual| <= this * rtol * TV (None: no such test)
+COMPLETENESS_STOP_MIN = 0.003  # ... with rtol no smaller than this there: the test is for gross misses (aliasing)
+COMPLETENESS_MIN_WIDTH = 2.0 ** -10  # ... counting intervals at least this wide (narrower features are past its reach)
 RSS_FLOOR = 0.5  # the summed error vectors' norm is at least this * their root-sum-square
 THETA2 = 0.5  # bulk marking: bisect the intervals carrying half the squared error
 MAX_ROUNDS = 200  # a guard only: each round at least bisects one interval per active input
@@ -182,7 +191,19 @@ def integrate(engine, batch: PathBatch, *, scaled: bool, rtol: float, min_steps:
         est = ESTIMATE_SCALE * torch.maximum(vec_err, COMPLETENESS_WEIGHT * comp_err)
         rel = torch.where(norm > 0, est / torch.where(norm > 0, norm, torch.ones_like(norm)),
                           torch.where(est > 0, torch.full_like(est, math.inf), torch.zeros_like(est)))
-        done = (rel <= SAFETY * rtol).cpu().numpy()
+        done = rel <= SAFETY * rtol
+        if completeness and COMPLETENESS_STOP is not None:
+            # the samples must also account for the output's change on every interval: a
+            # feature narrower than the samples' spacing (a ReLU bump between two samples)
+            # leaves the embedded rules agreeing, but not F(b) - F(a)
+            # intervals narrower than COMPLETENESS_MIN_WIDTH are left out: an output that jumps
+            # where its gradient does not see it (a step, a detach) cannot be resolved by bisection
+            w_t = torch.from_numpy(width).to(dev, acc)
+            missed = _per_input(torch.where(w_t >= COMPLETENESS_MIN_WIDTH, resid.abs(), torch.zeros_like(resid)),
+                                owner_t, B)
+            bound = COMPLETENESS_STOP * max(rtol, COMPLETENESS_STOP_MIN)
+            done = done & (missed <= bound * torch.where(tv > 0, tv, torch.ones_like(tv)))
+        done = done.cpu().numpy()
         converged = rel <= rtol
         budget = (max_steps - n_eval) // 4
         active = (~done) & (budget > 0)
