@@ -315,3 +315,26 @@ def test_an_output_jump_the_gradient_cannot_see_does_not_exhaust_max_steps():
     assert (n <= smooth.extras["n_evaluations"] + 4 * 12).all(), n  # ten-odd bisections toward the step, no more
     assert (n > smooth.extras["n_evaluations"]).all(), n  # the completeness residual did look there
     assert torch.allclose(res.attributions, smooth.attributions, rtol=1e-2, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_stops_at_its_rounding_floor(dtype):
+    """Under autocast the map is no better than the dtype's epsilon: rtol mode says so (the
+    estimate is at least epsilon), stops there instead of refining to max_steps, and an
+    rtol below the floor is reported unconverged with a warning naming the arithmetic."""
+    torch.manual_seed(20)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(4, 6) * 3
+    exact = pa.integrated_gradients(model.double(), x.double(), target=0, n_steps=512)
+    model.float()
+    eps = torch.finfo(dtype).eps
+    res = pa.integrated_gradients(model, x, target=0, rtol=2 * eps, autocast=dtype, return_details=True)
+    assert (res.extras["n_evaluations"] <= 33).all(), res.extras["n_evaluations"]
+    assert res.extras["converged"].all() and (res.extras["error_estimate"] >= eps).all()
+    assert (_rel(res.attributions.double(), exact) <= 2 * eps).all()
+    ex = pa.Explainer(model, "ig", rtol=eps / 10, autocast=dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ex.attribute(x, target=0, return_details=True)
+    assert (res.extras["n_evaluations"] <= 33).all() and not res.extras["converged"].any()
+    assert any("arithmetic resolves" in str(w.message) for w in caught)

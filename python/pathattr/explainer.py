@@ -225,6 +225,12 @@ class Explainer:
             msg = (f"{int((~conv).sum())} of {conv.numel()} inputs did not reach rtol={rtol:g} (worst estimated "
                    f"relative error {worst:.2g}) within max_steps={self.settings['max_steps']} or the deadline; "
                    f"raise max_steps to refine further")
+            low = self.engine.autocast or (res.attributions.dtype if res.attributions.dtype in
+                                           (torch.float16, torch.bfloat16) else None)
+            if low is not None and rtol < torch.finfo(low).eps:
+                msg = (f"rtol={rtol:g} is below what {low} arithmetic resolves (epsilon {torch.finfo(low).eps:.2g}): "
+                       f"{int((~conv).sum())} of {conv.numel()} inputs stopped at that floor; compute in float32 "
+                       f"(autocast=None) for a smaller error")
         elif worst > WARN_ESTIMATE:
             msg = (f"estimated relative error up to {worst:.2g} (the completeness gap) with n_steps="
                    f"{self.settings.get('n_steps')}; pass rtol= (e.g. rtol=0.01) to refine each input until its "
