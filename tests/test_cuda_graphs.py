@@ -82,3 +82,62 @@ def test_extra_forward_args_run_eagerly(seed):
     want = pa.Explainer(model, "ig", n_steps=8).attribute(x, target=0, additional_forward_args=(gate,))
     assert_close(got, want, 1e-6, 1e-6)
     assert ex.engine.graphs.captures == 0
+
+
+def test_ragged_chunks_are_fixed_sizes_covering_every_row():
+    """rtol rounds replay graphs of a few fixed sizes: full chunks, the last padded to
+    chunk / 2^k, never less than it holds and at most twice it (above the minimum)."""
+    from pathattr.engine.graphs import RAGGED_MIN_ROWS, ragged_chunks
+
+    for total in (1, 7, 8, 9, 100, 256, 257, 1000):
+        for chunk in (8, 64, 200, 256):
+            parts = ragged_chunks(total, chunk)
+            assert sum(n for _, n, _ in parts) == total
+            assert [s for s, _, _ in parts] == [sum(n for _, n, _ in parts[:i]) for i in range(len(parts))]
+            for s, n, size in parts[:-1]:
+                assert n == size == chunk
+            s, n, size = parts[-1]
+            assert n <= size <= chunk and (size < 2 * n or size // 2 < RAGGED_MIN_ROWS)
+            assert size in {chunk // 2 ** k for k in range(12)}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["ig", "idg"])
+def test_rtol_rounds_replay_fixed_size_graphs_equal_to_eager(method, seed):
+    torch.manual_seed(seed)
+    model = randomize_bn(BNCNN(classes=5)).cuda().eval()
+    eager = pa.Explainer(model, method, rtol=1e-3, internal_batch_size=48)
+    graphed = pa.Explainer(model, method, rtol=1e-3, internal_batch_size=48, cuda_graphs=True)
+    for _ in range(2):
+        x = torch.randn(4, 3, 9, 7, device="cuda")
+        target = torch.randint(0, 5, (4,), device="cuda")
+        want = eager.attribute(x, target=target, return_details=True)
+        got = graphed.attribute(x, target=target, return_details=True)
+        assert torch.equal(got.extras["n_evaluations"], want.extras["n_evaluations"])
+        assert_close(got.attributions, want.attributions, 1e-5, 1e-6 * want.attributions.abs().max())
+    cache = graphed.engine.graphs
+    assert cache.replays > cache.captures >= 1
+    assert sum(k[0] == "ragged" for k in cache._entries) <= 7  # 48, 24, 12, 8 ... a few sizes
+
+
+def test_ragged_padding_and_assembly_equal_eager_on_cpu(seed):
+    """The replay path's chunking, padding and assembly, run on the CPU with every chunk
+    eager (what a failed capture does): the same rtol result as the plain rounds."""
+    torch.manual_seed(seed)
+    model = MLP().double()
+    x = torch.randn(5, 12, dtype=torch.float64) * 2
+    want = pa.Explainer(model, "idg", rtol=1e-4, internal_batch_size=24).attribute(x, target=1, return_details=True)
+    ex = pa.Explainer(model, "idg", rtol=1e-4, internal_batch_size=24, cuda_graphs=True)
+    cache = ex.engine.graphs
+    cache.supports = lambda batch, importance="none": True
+    seen = []
+
+    def eager_chunk(key, batch, statics, run):
+        seen.append(key[5])  # the padded size
+        return None
+
+    cache._get = eager_chunk
+    got = ex.attribute(x, target=1, return_details=True)
+    assert torch.equal(got.extras["n_evaluations"], want.extras["n_evaluations"])
+    assert_close(got.attributions, want.attributions, 1e-12, 1e-14)
+    assert seen and set(seen) <= {24, 12} and max(seen) == 24  # fixed sizes only (min 8: 24 -> 12)

@@ -345,6 +345,8 @@ class PathEngine:
         Returns values (R,), importance IF = g . (x - x') (R,) and the integrand rows
         (R, D): g * (x - x'), times IF when `scaled` (IDG), all in the accumulator dtype.
         """
+        if self.graphs is not None and not self.runner.capturing and self.graphs.supports(batch, "exact"):
+            return self.graphs.ragged(batch, examples, alphas, scaled)  # fixed-size chunks, replayed
         R = examples.shape[0]
         dev = batch.x.device
         D = batch.features
@@ -366,7 +368,7 @@ class PathEngine:
             p = torch.addcmul(base.to(acc), a[s:s + n, None], d2[e]).to(batch.x.dtype).view((n,) + shape)
             p.requires_grad_(True)
             out = self.check_output(runner.call(p, batch.args_for(e) if batch.args else ()), n, batch)
-            if s == 0:
+            if s == 0 and not runner.capturing:
                 self.check_target(batch, out)
             f = select_output(out, None if targets is None else targets[s:s + n], self.output)
             return f.detach(), runner.backward(f, p)
@@ -380,10 +382,8 @@ class PathEngine:
             values[s:s + n] = f
 
         runner.chunks(R, D, dev.type, step, keep)
-        for t, what in ((values, "F along the path"), (rows, "the path integral")):
-            if not all_finite(t):
-                who = batch.user_inputs(sorted(set(ex[_fold._bad_rows(t)].tolist())))[:5]
-                raise FloatingPointError(f"the model's output or gradient is NaN or Inf: {what}, for inputs {who}")
+        if not runner.capturing:  # a replay checks the rows it assembles (engine/graphs.py)
+            _fold.check_ragged_finite(values, rows, ex, batch)
         return values, importance, rows
 
     # ------------------------------------------------------------ gradient pass

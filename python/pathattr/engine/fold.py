@@ -94,3 +94,11 @@ def check_integral_finite(acc: torch.Tensor, batch: Optional[PathBatch] = None) 
             f"the path integral is not finite for inputs {_named(batch, _bad_rows(acc))}: the model produced NaN/Inf "
             f"gradients or outputs along the path (check for overflow, e.g. under fp16 autocast)"
         )
+
+
+def check_ragged_finite(values: torch.Tensor, rows: torch.Tensor, examples: torch.Tensor, batch: PathBatch) -> None:
+    """Ragged rows (rtol rounds): F and the integrand finite, or the inputs whose rows are not."""
+    for t, what in ((values, "F along the path"), (rows, "the path integral")):
+        if not all_finite(t):
+            who = batch.user_inputs(sorted(set(examples[_bad_rows(t)].tolist())))[:5]
+            raise FloatingPointError(f"the model's output or gradient is NaN or Inf: {what}, for inputs {who}")

@@ -19,20 +19,22 @@ import copy
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .core import PathBatch, PathEngine, PathIntegral
-from .fold import check_integral_finite, check_values_finite
+from .fold import check_integral_finite, check_ragged_finite, check_values_finite
+
+RAGGED_MIN_ROWS = 8  # the smallest padded chunk of a ragged round
+RAGGED_GRAPHS = 8  # graphs kept for ragged chunk sizes beyond max_graphs
 
 
 @dataclass
 class _Entry:
     graph: "torch.cuda.CUDAGraph"
     batch: PathBatch  # static x, baseline, target
-    alphas: torch.Tensor
-    weights: Optional[torch.Tensor]
+    statics: Tuple[Optional[torch.Tensor], ...]  # the pass's other static inputs (alphas, weights; rows)
     outputs: Tuple[Optional[torch.Tensor], ...]
     engine: PathEngine  # owns the interpolation buffer the graph writes into: must outlive the graph
 
@@ -73,7 +75,7 @@ class GraphCache:
     # ------------------------------------------------------------------ passes
     def path_values(self, batch: PathBatch, alphas: torch.Tensor) -> torch.Tensor:
         key = self._key("probe", batch, alphas, "none")
-        entry = self._get(key, batch, alphas, None, lambda eng, b, a, w: (eng.path_values(b, a),))
+        entry = self._get(key, batch, self._rule(batch, alphas, None), lambda eng, b, a, w: (eng.path_values(b, a),))
         if entry is None:
             return self._engine.path_values(batch, alphas)
         self._load(entry, batch, alphas, None)
@@ -90,7 +92,7 @@ class GraphCache:
             r = eng.integrate(b, a, w, importance=importance)
             return r.acc, r.values, r.importance
 
-        entry = self._get(key, batch, alphas, weights, run)
+        entry = self._get(key, batch, self._rule(batch, alphas, weights), run)
         if entry is None:
             return self._engine.integrate(batch, alphas, weights, importance=importance)
         self._load(entry, batch, alphas, weights)
@@ -108,7 +110,7 @@ class GraphCache:
         def run(eng, b, a, w):
             return (eng.forward_rows(b, b.x),)
 
-        entry = self._get(key, static, None, None, run)
+        entry = self._get(key, static, (None, None), run)
         if entry is None:
             return self._engine.forward_rows(static, points)
         entry.batch.x.copy_(points)
@@ -116,8 +118,52 @@ class GraphCache:
         self.replays += 1
         return entry.outputs[0].clone()
 
+    def ragged(self, batch: PathBatch, examples: torch.Tensor, alphas: torch.Tensor,
+               scaled: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PathEngine.ragged's rows (rtol rounds, docs/methods.md §14) in chunks of fixed
+        sizes, each replaying a captured graph: full chunks of the runner's size C, the
+        last padded up to C / 2^k (so a round of any length replays at most log2(C) + 1
+        distinct graphs per input shape, and pads at most twice its last rows). Padding
+        rows repeat row 0 and are dropped."""
+        eng = self._engine
+        R = int(examples.shape[0])
+        dev = batch.x.device
+        acc = batch.acc_dtype
+        C = max(1, eng.runner.rows(batch.features, dev.type, False, R))
+        ex = examples.to(dev)
+        a = alphas.to(device=dev, dtype=acc)
+        values = torch.empty(R, dtype=acc, device=dev)
+        importance = torch.empty(R, dtype=acc, device=dev)
+        rows = torch.empty((R, batch.features), dtype=acc, device=dev)
+        for s, n, size in ragged_chunks(R, C):
+            e_c, a_c = ex[s:s + n], a[s:s + n]
+            if size > n:  # pad with copies of the chunk's first row
+                e_c = torch.cat([e_c, e_c[:1].expand(size - n)])
+                a_c = torch.cat([a_c, a_c[:1].expand(size - n)])
+            key = ("ragged", tuple(batch.x.shape), batch.x.dtype, tuple(batch.baseline.shape), batch.baseline.dtype,
+                   size, scaled, acc, dev.index)
+            entry = self._get(key, batch, (e_c.clone(), a_c.clone()),
+                              lambda g, b, e, al: g.ragged(b, e, al, scaled))
+            if entry is None:  # this size failed to capture: eager for these rows
+                v, q, r = eng.ragged(batch, e_c, a_c, scaled)
+            else:
+                self._load(entry, batch, e_c, a_c)
+                entry.graph.replay()
+                self.replays += 1
+                v, q, r = entry.outputs
+            values[s:s + n], importance[s:s + n], rows[s:s + n] = v[:n], q[:n], r[:n]
+        check_ragged_finite(values, rows, ex, batch)
+        return values, importance, rows
+
     # ----------------------------------------------------------------- capture
-    def _get(self, key, batch, alphas, weights, run: Callable) -> Optional[_Entry]:
+    def _rule(self, batch: PathBatch, alphas, weights) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """The static copies of a pass's alphas and weights, in the dtypes the pass reads."""
+        dev = batch.x.device
+        a_dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
+        return (None if alphas is None else alphas.to(device=dev, dtype=a_dtype).clone().contiguous(),
+                None if weights is None else weights.to(device=dev, dtype=batch.acc_dtype).clone().contiguous())
+
+    def _get(self, key, batch, statics, run: Callable) -> Optional[_Entry]:
         if key in self._failed:
             return None
         entry = self._entries.get(key)
@@ -125,7 +171,7 @@ class GraphCache:
             self._entries.move_to_end(key)
             return entry
         try:
-            entry = self._capture(batch, alphas, weights, run)
+            entry = self._capture(batch, statics, run)
         except Exception as exc:  # any capture failure: eager from now on, said once
             self._failed[key] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"pathattr: CUDA-graph capture failed ({self._failed[key]}); this shape runs eagerly",
@@ -133,21 +179,21 @@ class GraphCache:
             torch.cuda.synchronize()
             return None
         self._entries[key] = entry
-        while len(self._entries) > self.max_graphs:
+        # ragged rounds keep up to log2(C) + 1 chunk sizes per shape beside the fixed passes
+        limit = self.max_graphs + (RAGGED_GRAPHS if key[0] == "ragged" else 0)
+        while len(self._entries) > limit:
             self._entries.popitem(last=False)
         return entry
 
-    def _capture(self, batch: PathBatch, alphas, weights, run: Callable) -> _Entry:
+    def _capture(self, batch: PathBatch, statics, run: Callable) -> _Entry:
         eng = copy.copy(self._engine)  # private buffers and runner state for this graph
         dev = batch.x.device
-        a_dtype = torch.float64 if batch.x.dtype == torch.float64 else torch.float32
         static = PathBatch(batch.x.clone(), batch.baseline.clone(),
                            None if batch.target is None else batch.target.clone(), (), batch.acc_dtype)
-        s_alphas = None if alphas is None else alphas.to(device=dev, dtype=a_dtype).clone().contiguous()
-        s_weights = None if weights is None else weights.to(device=dev, dtype=batch.acc_dtype).clone().contiguous()
+        statics = tuple(statics)
         # One eager run with the checks on (target range, finite values), then warm-up
         # runs on a side stream as CUDA graphs require, then the capture.
-        run(eng, static, s_alphas, s_weights)
+        run(eng, static, *statics)
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         eng.runner.capturing = True
@@ -162,7 +208,7 @@ class GraphCache:
                 try:
                     for _ in range(self.warmup_iters):
                         _reset(static)
-                        run(eng, static, s_alphas, s_weights)
+                        run(eng, static, *statics)
                 finally:
                     torch.cuda.set_sync_debug_mode(mode)
             torch.cuda.current_stream(dev).wait_stream(side)
@@ -170,22 +216,37 @@ class GraphCache:
             graph = torch.cuda.CUDAGraph()
             _reset(static)
             with torch.cuda.graph(graph):
-                outputs = run(eng, static, s_alphas, s_weights)
+                outputs = run(eng, static, *statics)
         finally:
             eng.runner.capturing = False
         self.captures += 1
-        return _Entry(graph, static, s_alphas, s_weights, tuple(outputs), eng)
+        return _Entry(graph, static, statics, tuple(outputs), eng)
 
     @staticmethod
-    def _load(entry: _Entry, batch: PathBatch, alphas: torch.Tensor, weights: Optional[torch.Tensor]) -> None:
+    def _load(entry: _Entry, batch: PathBatch, *values: Optional[torch.Tensor]) -> None:
+        """Copy a call's inputs into the graph's static tensors (values: in statics' order)."""
         st = entry.batch
         st.x.copy_(batch.x)
         st.baseline.copy_(batch.baseline)
         if st.target is not None:
             st.target.copy_(batch.target)
-        entry.alphas.copy_(alphas)
-        if weights is not None:
-            entry.weights.copy_(weights)
+        for dst, src in zip(entry.statics, values):
+            if src is not None:
+                dst.copy_(src)
+
+
+def ragged_chunks(total: int, chunk: int) -> List[Tuple[int, int, int]]:
+    """(start, rows, padded size) covering `total` rows: full chunks of `chunk` rows, the
+    last one padded to the smallest chunk / 2^k (>= RAGGED_MIN_ROWS) that holds it."""
+    out, s = [], 0
+    while s < total:
+        n = min(chunk, total - s)
+        size = chunk
+        while size // 2 >= n and size // 2 >= RAGGED_MIN_ROWS:
+            size //= 2
+        out.append((s, n, size))
+        s += n
+    return out
 
 
 def _reset(batch: PathBatch) -> None:
