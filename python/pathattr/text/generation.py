@@ -6,6 +6,8 @@ before it by IG in the embedding space of `model.get_input_embeddings()`. One fo
 of s[:-1] per path point gives every F_k at once (a causal model's position t sees only
 s_<=t); the T gradients of that forward come from T backward passes over its one graph
 (ModelRunner.backward_columns; its vmapped form was slower on CPU).
+With rtol, each token's row is refined to its own tolerance, the forwards shared
+(text/generation_rtol.py).
 The model runs only through ModelRunner (engine/runner.py), the path's chunks are the
 runner's, the quadrature is the engine's (engine/schedule.py).
 """
