@@ -89,7 +89,7 @@ def test_forwards_are_shared_and_counted(make, seed, monkeypatch):
 
     monkeypatch.setattr(ModelRunner, "backward_columns", counted)
     try:
-        res = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3)
+        res = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3, min_steps=17)
     finally:
         h.remove()
     total = int(res.n_evaluations.sum())
@@ -107,13 +107,16 @@ def test_forwards_are_shared_and_counted(make, seed, monkeypatch):
 
 def test_easy_rows_and_max_steps(seed):
     model, p, c = _case(tm.gpt2, seed)
-    loose = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=0.9)
+    loose = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=0.9)  # generation's first round: 65
+    assert loose.rounds == 1 and (loose.n_evaluations == 65).all() and loose.n_forward == 65
+    assert loose.n_backward == T and loose.converged.all() and loose.settings["min_steps"] == 65
+    loose = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=0.9, min_steps=17)
     assert loose.rounds == 1 and (loose.n_evaluations == 17).all() and loose.n_forward == 17
-    assert loose.n_backward == T and loose.converged.all()
     # rows with nothing to attribute: the prompt is its own baseline and only it moves
-    same = pt.attribute_generation(model, p, continuation=c, baseline=p, attribute_to="prompt", rtol=1e-3)
+    same = pt.attribute_generation(model, p, continuation=c, baseline=p, attribute_to="prompt", rtol=1e-3,
+                                   min_steps=9)
     assert (same.matrix == 0).all() and same.converged.all() and (same.error_estimate == 0).all()
-    assert (same.n_evaluations == 17).all()
+    assert (same.n_evaluations == 9).all()
     # an unreachable tolerance stops at max_steps, unconverged, with the estimate reported
     capped = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-9, min_steps=9, max_steps=25)
     assert (capped.n_evaluations <= 25).all() and (capped.n_evaluations >= 9).all()
