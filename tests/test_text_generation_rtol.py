@@ -99,6 +99,11 @@ def test_forwards_are_shared_and_counted(make, seed, monkeypatch):
     assert res.n_forward >= int(res.n_evaluations.max())
     assert len(set(res.n_evaluations.tolist())) > 1  # each row refined on its own
     assert res.rounds > 1 and res.converged.all()
+    # the same rounds in chunks of 3 points (a group split across forwards): the same samples and numbers
+    small = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3, min_steps=17,
+                                    internal_batch_size=3)
+    assert torch.equal(small.n_evaluations, res.n_evaluations) and small.n_forward == res.n_forward
+    assert_close(small.matrix, res.matrix, rtol=1e-10, atol=1e-12, what="chunks of 3 vs the budget's chunks")
     fixed = pt.attribute_generation(model, p, continuation=c, baseline=UNK, n_steps=20)
     assert fixed.n_forward == 20 and (fixed.n_evaluations == 20).all() and fixed.converged is None
     gap = (fixed.delta.abs() / (fixed.values - fixed.baseline_values).abs())
