@@ -150,3 +150,15 @@ def test_bad_tolerance_arguments_name_themselves_before_any_model_call(seed):
     finally:
         h.remove()
     assert calls == []
+
+
+def test_batched_backward_of_a_subset_of_columns_agrees(seed, monkeypatch):
+    from pathattr.engine.runner import ModelRunner
+
+    model, p, c = _case(tm.llama, seed)
+    looped = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3, min_steps=17)
+    assert looped.rounds > 1  # later rounds ask subsets of the columns
+    monkeypatch.setattr(ModelRunner, "batched_columns", True)  # one vmapped backward over the asked columns
+    batched = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3, min_steps=17)
+    assert torch.equal(batched.n_evaluations, looped.n_evaluations)
+    assert_close(batched.matrix, looped.matrix, rtol=1e-9, atol=1e-11, what="batched vs looped column backward")
