@@ -139,7 +139,10 @@ def test_generation_bad_input_before_any_model_call(tok):
         (dict(prompt=IDS[0], continuation=[7], baseline=torch.zeros(3, dtype=torch.long)), ValueError, "baseline"),
         (dict(prompt=IDS[0], continuation=[7], n_steps=-1), ValueError, "n_steps"),
         (dict(prompt="a cat", continuation=[7]), ValueError, "tokenizer"),
-        (dict(prompt=IDS[0], continuation=[7], rtol=1e-3), TypeError, "rtol"),
+        (dict(prompt=IDS[0], continuation=[7], atol=1e-3), TypeError, "atol"),
+        (dict(prompt=IDS[0], continuation=[7], rtol=0.0), ValueError, "rtol"),
+        (dict(prompt=IDS[0], continuation=[7], rtol=1e-2, min_steps=3), ValueError, "min_steps"),
+        (dict(prompt=IDS[0], continuation=[7], min_steps=33), ValueError, "min_steps.*give rtol"),
     ]
     for kw, exc, match in cases:
         with pytest.raises(exc, match=match):

@@ -141,9 +141,11 @@ class ModelRunner:
         with stage("backward", True):
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
-    def backward_columns(self, f: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    def backward_columns(self, f: torch.Tensor, wrt: torch.Tensor,
+                         columns: Optional[Sequence[int]] = None) -> torch.Tensor:
         """d f[:, k] / d wrt for every column k of f (rows, T): (T, *wrt.shape), zeros where a
-        column does not depend on wrt.
+        column does not depend on wrt. columns: only these k, in this order ((len, *wrt.shape));
+        generation attribution's rtol rounds ask a chunk for the targets that need its points.
 
         Default: T backward passes over the same graph. With batched_columns, one backward
         batched over the T columns (autograd's is_grads_batched: vmap over one-hot cotangents),
@@ -151,12 +153,13 @@ class ModelRunner:
         on this project's CPU, one thread, CPU time (text/generation.py, hidden 128, P=32,
         T=16, 50 points): loop 0.76 s / batched 1.65 s on a tiny GPT-2, 0.61 / 0.97 s on a
         tiny Llama; so the loop is the default (on a GPU the batched form may win: unmeasured)."""
-        T = f.shape[1]
-        if not f.requires_grad:
+        cols = list(range(f.shape[1])) if columns is None else [int(k) for k in columns]
+        T = len(cols)
+        if not f.requires_grad or not T:
             return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device)
         with stage("backward", self.ranges) if self.ranges else contextlib.nullcontext():
             if self.batched_columns:
-                eye = torch.eye(T, dtype=f.dtype, device=f.device).view(T, 1, T).expand(T, f.shape[0], T)
+                eye = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)[cols].view(T, 1, -1).expand(T, f.shape[0], -1)
                 try:
                     g = torch.autograd.grad(f, wrt, eye, is_grads_batched=True, retain_graph=True,
                                             allow_unused=True)[0]
@@ -166,9 +169,9 @@ class ModelRunner:
                     self.batched_columns = False
                 else:
                     return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
-            cols = [torch.autograd.grad(f[:, k].sum(), wrt, allow_unused=True, retain_graph=k < T - 1)[0]
-                    for k in range(T)]
-            return torch.stack([torch.zeros_like(wrt) if g is None else g for g in cols])
+            grads = [torch.autograd.grad(f[:, k].sum(), wrt, allow_unused=True, retain_graph=i < T - 1)[0]
+                     for i, k in enumerate(cols)]
+            return torch.stack([torch.zeros_like(wrt) if g is None else g for g in grads])
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:

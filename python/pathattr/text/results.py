@@ -82,6 +82,14 @@ class GenerationAttribution:
         at the baseline; delta: (T,) sum of row k - (values - baseline_values).
     baseline_ids: (N,) the baseline's ids (None for baseline="zeros").
     output: "log_prob" or "logit"; attribute_to: "all" or "prompt".
+    n_evaluations: (T,) gradient evaluations of each row (n_steps each without rtol).
+    error_estimate: (T,) with rtol, each row's estimated relative L2 error; without, the
+        completeness gap |delta| / |values - baseline_values| (docs/methods.md §14).
+    converged: (T,) bool, estimate <= rtol (rtol only; None without).
+    n_forward: path points run forward (a forward serves every row that asked for its
+        point; the 3 forwards of the ends not counted); n_backward: backward passes (one
+        per forward chunk and row that needed it); rounds: refinement rounds (1 without rtol).
+    alphas, weights: (T, S) each row's samples and their weights, NaN / 0 padded (rtol only).
     """
 
     matrix: torch.Tensor
@@ -99,6 +107,14 @@ class GenerationAttribution:
     attribute_to: str = "all"
     method: str = "ig"
     settings: Dict[str, Any] = field(default_factory=dict)
+    n_evaluations: Optional[torch.Tensor] = None
+    error_estimate: Optional[torch.Tensor] = None
+    converged: Optional[torch.Tensor] = None
+    n_forward: Optional[int] = None
+    n_backward: Optional[int] = None
+    rounds: Optional[int] = None
+    alphas: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
 
     @property
     def prompt_matrix(self) -> torch.Tensor:
