@@ -235,11 +235,11 @@ class _Job:
         in_flight = None
 
         def committed(job):
-            fut, k, sec = job
+            fut, k, sec, extra = job
             fut.result()  # re-raises a failed write here, in the main thread
-            prog.advance(self._size(k))
+            prog.advance(self._size(k), **extra)
             prog.log("chunk", chunk=k, items=self._size(k), seconds=round(sec, 4),
-                     items_per_s=round(self._size(k) / sec, 2))
+                     items_per_s=round(self._size(k) / sec, 2), **extra)
 
         try:
             for k in pending:
@@ -256,7 +256,7 @@ class _Job:
                 fut = writer.submit(self.store.write_chunk, k, start, data, info)
                 if in_flight is not None:
                     committed(in_flight)
-                in_flight = (fut, k, sec)
+                in_flight = (fut, k, sec, self.chunk_summary(data))
             if in_flight is not None:
                 committed(in_flight)
         finally:
@@ -264,6 +264,14 @@ class _Job:
             prog.close()
         seconds = time.perf_counter() - t_run
         return {"rank": d.rank, "items": n_pending, "seconds": seconds, "progress": prog}
+
+    def chunk_summary(self, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """Fields a finished chunk adds to the progress bar and its log line (none here)."""
+        return {}
+
+    def summary(self, manifest: Dict[str, Any]) -> str:
+        """What this kind of run adds to the summary line (none here)."""
+        return ""
 
     def _size(self, k: int) -> int:
         return min(self.n, (k + 1) * self.cfg.chunk_size) - k * self.cfg.chunk_size
@@ -334,8 +342,10 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
                 f"({resumed} already done) in {wall:.2f} s, {rate}, {d.world_size} rank(s) on {device}")
         if job.skipped:
             line += f" | {len(job.skipped)} unreadable images skipped (listed in manifest.json)"
+        line += job.summary(manifest)
         mine["progress"].summary(line)
-        mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped")})
+        mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped", "tolerance")
+                                        if k in manifest})
         return manifest
     finally:
         if job is not None and job.progress is not None:

@@ -7,6 +7,9 @@ torchrun sharding, resume and refusal rules); what differs is one job chunk = on
 buckets (pathattr.text.length_buckets: --batch-size texts, --max-tokens padded tokens) so
 no text is padded beyond the longest of its bucket. A chunk depends on its own texts only,
 so a resumed or sharded run stores the same numbers as one uninterrupted process.
+With --rtol (docs/methods.md §14) each text is refined to that relative error and its
+n_evaluations, error_estimate and converged are stored beside its scores, summed up per
+chunk in the progress log and over the run in the manifest and the summary line.
 
 Every text is tokenised before the first model call: an empty text, a missing field or a
 label the model does not know stops the run there, naming the file's line; and the most
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from ... import __version__, methods
+from ...engine.checks import check_tolerance
 from .. import text_inputs as ti
 from . import dist as dist_mod
 from .config import JobConfig, JobError
@@ -33,6 +37,10 @@ from .store import RunStore
 
 TEXT_METHODS = ti.TEXT_METHODS
 RAGGED = ("token_ids", "tokens", "token_scores", "token_norms")
+TOLERANCE_KEYS = ("rtol", "min_steps", "max_steps")
+# With --rtol, per text beside its scores (docs/methods.md §14): gradient evaluations,
+# estimated relative L2 error of its embedding map, whether it reached rtol.
+TOLERANCE_ARRAYS = (("n_evaluations", np.int64), ("error_estimate", np.float32), ("converged", np.uint8))
 
 
 class _Items(torch.utils.data.Dataset):
@@ -75,8 +83,12 @@ class TextJob(_Job):
         self.settings = dict(cfg.method_settings, n_steps=steps)
         try:
             ti.check_settings(cfg.method, self.settings)
-        except ValueError as exc:
-            raise JobError(str(exc)) from None
+            # --rtol (docs/methods.md §14): checked here, before anything is loaded, and its
+            # step bounds resolved into the settings, so the store's identity records them.
+            self.settings.update(check_tolerance(*(self.settings.get(k) for k in TOLERANCE_KEYS)))
+        except (ValueError, TypeError) as exc:
+            raise JobError(_flag_names(str(exc))) from None
+        self.tolerance = self.settings.get("rtol") is not None
         self.method = methods.get(cfg.method)
         self.kind = "text"
         data = ti.read_texts(cfg.data, cfg.text_field or "text", cfg.label_field)
@@ -161,7 +173,39 @@ class TextJob(_Job):
             out[name] = values
         if res.delta is not None:
             out["delta"] = res.delta.detach().to("cpu", torch.float32).numpy()
+        if self.tolerance:
+            for name, dtype in TOLERANCE_ARRAYS:
+                out[name] = _np(getattr(res, name)).astype(dtype)
         return out
+
+    def chunk_summary(self, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """What a chunk's progress line adds: with --rtol, its evaluations and convergence."""
+        if not self.tolerance:
+            return {}
+        return {"mean_evaluations": round(float(data["n_evaluations"].mean()), 2),
+                "converged": int(data["converged"].sum())}
+
+    def finalise(self, session: str, wall: float) -> Dict[str, Any]:
+        """The image job's manifest, plus with --rtol a summary over every text of the store."""
+        manifest = super().finalise(session, wall)
+        if self.tolerance:
+            a = self.store.arrays
+            n_ev, est, conv = a["n_evaluations"][...], a["error_estimate"][...], a["converged"][...].astype(bool)
+            manifest["tolerance"] = {
+                "rtol": self.settings["rtol"], "min_steps": self.settings["min_steps"],
+                "max_steps": self.settings["max_steps"], "texts": int(n_ev.size), "converged": int(conv.sum()),
+                "evaluations": int(n_ev.sum()), "mean_evaluations": float(n_ev.mean()),
+                "max_evaluations": int(n_ev.max()), "max_error_estimate": float(est.max())}
+            self.store.write_manifest(manifest)
+        return manifest
+
+    def summary(self, manifest: Dict[str, Any]) -> str:
+        """The summary line's text part: with --rtol, how the texts converged."""
+        t = manifest.get("tolerance")
+        if not t:
+            return ""
+        return (f" | rtol {t['rtol']:g}: {t['converged']}/{t['texts']} texts converged, {t['mean_evaluations']:.1f} "
+                f"evaluations per text (max {t['max_evaluations']}), largest estimated error {t['max_error_estimate']:.2g}")
 
     def _create(self) -> None:
         first = self.batches([0])[0]
@@ -190,9 +234,22 @@ def read_text_item(arrays: Dict[str, Any], i: int) -> Dict[str, Any]:
     """Text i of a text run's arrays (name -> Zarr array, as `zarr.open_group(...).arrays()`
     gives them): its tokens, ids, scores and norms (1-D, its own length) and its target."""
     a, b = int(arrays["token_offsets"][i]), int(arrays["n_tokens"][i])
-    return {"tokens": [str(t) for t in arrays["tokens"][a:a + b]], "ids": arrays["token_ids"][a:a + b],
+    item = {"tokens": [str(t) for t in arrays["tokens"][a:a + b]], "ids": arrays["token_ids"][a:a + b],
             "scores": arrays["token_scores"][a:a + b], "norms": arrays["token_norms"][a:a + b],
             "target": int(arrays["target"][i]), "label": int(arrays["label"][i])}
+    for name, dtype in TOLERANCE_ARRAYS:  # a --rtol run's per-text details
+        if name in arrays:
+            item[name] = bool(arrays[name][i]) if name == "converged" else dtype(arrays[name][i]).item()
+    return item
+
+
+def _flag_names(message: str) -> str:
+    """A tolerance setting's error as the command line spells it: --rtol, --set min_steps=N."""
+    if message.startswith("rtol"):
+        return "--rtol" + message[len("rtol"):]
+    if message.startswith(("min_steps", "max_steps")):
+        return "--set " + message.replace("give rtol= too", "give --rtol too")
+    return message
 
 
 def _end_values(res) -> Dict[str, np.ndarray]:
