@@ -128,6 +128,11 @@ def test_rtol_job_stores_each_texts_cost_and_estimate_beside_its_scores(folder, 
     assert [e for e in events if e["event"] == "done"][0]["tolerance"] == tol
     ident = json.loads((out / "store.zarr" / "zarr.json").read_text())["attributes"]["pathattr_job"]
     assert ident["method_settings"]["rtol"] == RTOL and ident["method_settings"]["max_steps"] == 1025
+    if method == "ig":  # the report says it too
+        from pathattr.apps.job.report import write_report
+
+        page = write_report(out, tmp_path / "r.html", n_examples=2).read_text()
+        assert f"reached rtol</td><td><code>{N} of {N}</code>" in page and f"max {int(n_ev.max())}</code>" in page
 
 
 def test_rtol_job_scores_are_within_rtol_of_captum_converged(folder, data, hf, tmp_path, capsys):
