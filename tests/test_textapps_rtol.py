@@ -121,7 +121,7 @@ def test_rtol_job_stores_each_texts_cost_and_estimate_beside_its_scores(folder, 
     for e in chunks:
         assert e["mean_evaluations"] == round(float(n_ev[e["chunk"] * CHUNK:(e["chunk"] + 1) * CHUNK].mean()), 2)
     tol = json.loads((out / "manifest.json").read_text())["tolerance"]
-    assert tol == {"rtol": RTOL, "min_steps": 17, "max_steps": 1025, "texts": N, "converged": N,
+    assert tol == {"rtol": RTOL, "min_steps": 17, "max_steps": 1025, "items": N, "converged": N,
                    "evaluations": int(n_ev.sum()), "mean_evaluations": float(n_ev.mean()),
                    "max_evaluations": int(n_ev.max()),
                    "max_error_estimate": float(arrays["error_estimate"][...].max())}
@@ -213,12 +213,27 @@ def test_bad_rtol_is_refused_by_name_before_any_model_call(folder, data, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_image_job_takes_rtol_from_the_command_line(tmp_path):
-    """--rtol reaches the image job too (it was dropped between the flag and the job)."""
-    assert main(["attribute", "--out", str(tmp_path / "run"), "--method", "ig", "--rtol", "0.02", "--limit", "4",
-                 "--quiet"]) == 0
-    ident = json.loads((tmp_path / "run" / "store.zarr" / "zarr.json").read_text())["attributes"]["pathattr_job"]
+def test_image_job_takes_rtol_from_the_command_line(tmp_path, capsys):
+    """--rtol reaches the image job too (it was dropped between the flag and the job), and
+    its items' cost and estimate are stored and summed up as for texts."""
+    import pathattr as pa
+    from pathattr.data.digits import load_digits_model
+
+    out = tmp_path / "run"
+    assert main(["attribute", "--out", str(out), "--method", "ig", "--rtol", "0.02", "--limit", "6",
+                 "--batch-size", "3"]) == 0
+    line = capsys.readouterr().out
+    ident = json.loads((out / "store.zarr" / "zarr.json").read_text())["attributes"]["pathattr_job"]
     assert ident["method_settings"]["rtol"] == 0.02
+    arrays = _arrays(out)
+    x = torch.as_tensor(arrays["preview_inputs"][:6])
+    want = pa.Explainer(load_digits_model().eval(), "ig", rtol=0.02).attribute(x, return_details=True)
+    assert arrays["n_evaluations"][...].tolist() == want.extras["n_evaluations"].tolist()
+    assert arrays["converged"][...].tolist() == want.extras["converged"].int().tolist()
+    assert_close(arrays["attributions"][...], want.attributions, rtol=1e-4, atol=1e-6, what="attributions")
+    tol = json.loads((out / "manifest.json").read_text())["tolerance"]
+    assert tol["items"] == 6 and tol["evaluations"] == int(want.extras["n_evaluations"].sum())
+    assert f"rtol 0.02: {tol['converged']}/6 converged" in line
 
 
 # -- the library call both apps rely on -----------------------------------------------------

@@ -32,15 +32,12 @@ from .. import text_inputs as ti
 from . import dist as dist_mod
 from .config import JobConfig, JobError
 from .inputs import model_fingerprint
-from .runner import _Job, _jsonable
+from .runner import TOLERANCE_ARRAYS, _Job, _jsonable
 from .store import RunStore
 
 TEXT_METHODS = ti.TEXT_METHODS
 RAGGED = ("token_ids", "tokens", "token_scores", "token_norms")
 TOLERANCE_KEYS = ("rtol", "min_steps", "max_steps")
-# With --rtol, per text beside its scores (docs/methods.md §14): gradient evaluations,
-# estimated relative L2 error of its embedding map, whether it reached rtol.
-TOLERANCE_ARRAYS = (("n_evaluations", np.int64), ("error_estimate", np.float32), ("converged", np.uint8))
 
 
 class _Items(torch.utils.data.Dataset):
@@ -88,7 +85,7 @@ class TextJob(_Job):
             self.settings.update(check_tolerance(*(self.settings.get(k) for k in TOLERANCE_KEYS)))
         except (ValueError, TypeError) as exc:
             raise JobError(_flag_names(str(exc))) from None
-        self.tolerance = self.settings.get("rtol") is not None
+        self.tolerance = {k: self.settings[k] for k in TOLERANCE_KEYS} if "rtol" in self.settings else None
         self.method = methods.get(cfg.method)
         self.kind = "text"
         data = ti.read_texts(cfg.data, cfg.text_field or "text", cfg.label_field)
@@ -178,34 +175,6 @@ class TextJob(_Job):
                 out[name] = _np(getattr(res, name)).astype(dtype)
         return out
 
-    def chunk_summary(self, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
-        """What a chunk's progress line adds: with --rtol, its evaluations and convergence."""
-        if not self.tolerance:
-            return {}
-        return {"mean_evaluations": round(float(data["n_evaluations"].mean()), 2),
-                "converged": int(data["converged"].sum())}
-
-    def finalise(self, session: str, wall: float) -> Dict[str, Any]:
-        """The image job's manifest, plus with --rtol a summary over every text of the store."""
-        manifest = super().finalise(session, wall)
-        if self.tolerance:
-            a = self.store.arrays
-            n_ev, est, conv = a["n_evaluations"][...], a["error_estimate"][...], a["converged"][...].astype(bool)
-            manifest["tolerance"] = {
-                "rtol": self.settings["rtol"], "min_steps": self.settings["min_steps"],
-                "max_steps": self.settings["max_steps"], "texts": int(n_ev.size), "converged": int(conv.sum()),
-                "evaluations": int(n_ev.sum()), "mean_evaluations": float(n_ev.mean()),
-                "max_evaluations": int(n_ev.max()), "max_error_estimate": float(est.max())}
-            self.store.write_manifest(manifest)
-        return manifest
-
-    def summary(self, manifest: Dict[str, Any]) -> str:
-        """The summary line's text part: with --rtol, how the texts converged."""
-        t = manifest.get("tolerance")
-        if not t:
-            return ""
-        return (f" | rtol {t['rtol']:g}: {t['converged']}/{t['texts']} texts converged, {t['mean_evaluations']:.1f} "
-                f"evaluations per text (max {t['max_evaluations']}), largest estimated error {t['max_error_estimate']:.2g}")
 
     def _create(self) -> None:
         first = self.batches([0])[0]
