@@ -189,9 +189,9 @@ def job_scores(run, idx):
     return {i: read_text_item(arrays, i)["scores"].astype(np.float64) for i in idx}, arrays
 
 
-def part_steps(bench, out):
+def part_steps(bench, out, batches=None):
     a = bench.args
-    b_sorted, b_plain = bench.tune(a.steps)
+    b_sorted, b_plain = batches or bench.tune(a.steps)
     keep = {}
     providers, (n_sorted, n_plain) = captum_providers(bench, a.steps, b_sorted, b_plain, keep)
     cs = a.job_chunk
@@ -329,8 +329,8 @@ def main(argv=None) -> None:
     p.add_argument("--parts", default="steps,accuracy")
     p.add_argument("--tune", type=int, default=100, help="texts on which Captum's batch sizes are compared")
     p.add_argument("--captum-batches", default="1,4,8,32")
-    p.add_argument("--batches", default=None, help="SORTED,FILE: Captum's batch sizes, skipping the tuning "
-                                                   "(for --parts accuracy alone)")
+    p.add_argument("--batches", default=None, help="SORTED,FILE: Captum's batch sizes at --steps, skipping "
+                                                   "their comparison on the first --tune texts")
     p.add_argument("--job-chunk", type=int, default=512, help="the job's --chunk-size (512: the text default)")
     p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions on the whole set")
     p.add_argument("--rtol", type=float, default=0.01)
@@ -368,7 +368,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     try:
         if "steps" in parts:
-            batches = part_steps(bench, out)
+            batches = part_steps(bench, out, batches)
         if "accuracy" in parts:
             if batches is None:
                 batches = bench.tune(args.steps)
