@@ -192,6 +192,37 @@ def test_interrupted_rtol_run_resumes_to_the_uninterrupted_store(folder, data, t
         assert "different settings" in err and re.search(diff, err), err
 
 
+@pytest.mark.slow
+def test_sigkilled_rtol_run_resumes_to_the_uninterrupted_store(folder, tmp_path):
+    """The CLI killed with SIGKILL after its second chunk, rerun: the store (scores and the
+    per-text evaluations, estimates, convergence) equals an uninterrupted run's file for file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": s, "label": i % 3} for i, s in enumerate(texts(24, seed=9))])
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _one_thread(main, _flags(ref, folder, path, "ig", "--rtol", str(RTOL), "--quiet")) == 0
+    cmd = [sys.executable, "-m", "pathattr"] + _flags(out, folder, path, "ig", "--rtol", str(RTOL), "--quiet")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    end = time.monotonic() + 120
+    while not (out / "chunks" / "chunk-000001.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / "manifest.json").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    a, b = _store_files(out), _store_files(ref)
+    assert "converged/zarr.json" in a and sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
+    tol = json.loads((out / "manifest.json").read_text())["tolerance"]
+    assert tol["items"] == 24 and tol["evaluations"] == int(_arrays(ref)["n_evaluations"][...].sum())
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--rtol", "0"], r"--rtol must be a number in \(0, 1\), got 0"),
     (["--rtol", "1.5"], r"--rtol must be a number in \(0, 1\), got 1\.5"),
