@@ -26,6 +26,10 @@ class TokenAttribution:
     task, method, output, settings: what was computed.
     details: the engine's AttributionResult per bucket (return_details=True), with
         `buckets` the indices of the texts in each.
+    n_evaluations, error_estimate, converged: (B,) per text, on the CPU
+        (docs/methods.md §14): gradient evaluations, estimated relative L2 error of its
+        embedding map, reached rtol (bool). With rtol all three; with fixed n_steps and
+        the delta the first two (the estimate is then |delta| / |F(x) - F(x')|); else None.
     """
 
     scores: torch.Tensor
@@ -45,13 +49,17 @@ class TokenAttribution:
     settings: Dict[str, Any] = field(default_factory=dict)
     details: Optional[List[Any]] = None
     buckets: Optional[List[List[int]]] = None
+    n_evaluations: Optional[torch.Tensor] = None
+    error_estimate: Optional[torch.Tensor] = None
+    converged: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return self.scores.shape[0]
 
     def text(self, i: int) -> Dict[str, Any]:
         """Text i without padding: ids, tokens, scores, norms (1-D, its own length), target,
-        position, delta (the ragged row a store or a service writes)."""
+        position, delta, and n_evaluations / error_estimate / converged where reported (None
+        otherwise): the ragged row a store or a service writes."""
         if isinstance(i, bool) or not isinstance(i, int) or not -len(self) <= i < len(self):
             raise IndexError(f"text index {i!r} is out of range for {len(self)} texts")
         keep = self.attention_mask[i].bool()
@@ -63,6 +71,9 @@ class TokenAttribution:
             "target": int(self.target[i]),
             "position": None if self.position is None else int(self.position[i]),
             "delta": None if self.delta is None else float(self.delta[i]),
+            "n_evaluations": None if self.n_evaluations is None else int(self.n_evaluations[i]),
+            "error_estimate": None if self.error_estimate is None else float(self.error_estimate[i]),
+            "converged": None if self.converged is None else bool(self.converged[i]),
         }
 
 

@@ -17,6 +17,7 @@ import torch
 from .. import methods
 from ..baselines.sets import distribution_baseline
 from ..engine.checks import check_bool, check_choice, check_positive_int
+from ..engine.deadline import resolve_deadline
 from ..engine.runner import ModelRunner, outside_inference_mode
 from ..layers.hooks import activations
 from ..layers.layer import _check_layer_call, run_on_activations
@@ -28,6 +29,11 @@ from .targets import resolve_position, resolve_target
 from .tasks import TextForward, resolve_task
 
 METHODS = ("ig", "idg", "left_ig", "expected_gradients")
+# Per-text details of the engine's result kept in TokenAttribution (docs/methods.md §14):
+# with rtol, how many gradient evaluations each text took, its estimated relative L2 error
+# and whether it reached rtol; a fixed-step call reports the first two (its estimate is
+# the relative completeness gap).
+PER_TEXT_STATS = ("n_evaluations", "error_estimate", "converged")
 OUTPUTS = ("logit", "log_softmax", "softmax")
 
 
@@ -128,7 +134,7 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
                      output: str = "logit", internal_batch_size: Optional[int] = None,
                      batch_size: int = 32, max_tokens: Optional[int] = None, return_embeddings: bool = False,
                      return_convergence_delta: bool = True, return_details: bool = False,
-                     **method_kwargs) -> TokenAttribution:
+                     deadline: Optional[float] = None, **method_kwargs) -> TokenAttribution:
     """Attribute a Hugging Face model's prediction to its input tokens.
 
     Args:
@@ -164,9 +170,13 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         return_embeddings: also the full (B, L, E) embedding attributions.
         return_convergence_delta: compute delta (two extra forwards per text).
         return_details: keep the engine's AttributionResult per bucket.
+        deadline: with rtol, a `time.monotonic()` value after which no text is refined
+            further (each keeps what it reached; `converged` says which did); unused
+            without rtol (the service's per-request deadline, docs/methods.md §14).
         **method_kwargs: passed to the method's settings (e.g. IDG's schedule, Left-IG's
-            r, n_references / seed for Expected Gradients; rtol= once the tolerance
-            issue lands).
+            r, n_references / seed for Expected Gradients; rtol, min_steps, max_steps:
+            each text refined to that relative L2 error, docs/methods.md §14; the result's
+            n_evaluations, error_estimate and converged say what each text took).
     Returns: TokenAttribution. Errors: ValueError / TypeError naming the argument, before
         any model call.
     """
@@ -183,6 +193,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         check_bool(flag, name)
     check_positive_int(batch_size, "batch_size")
     check_positive_int(max_tokens, "max_tokens", allow_none=True)
+    if deadline is not None:
+        deadline = resolve_deadline(deadline)  # TypeError / ValueError naming it
     if m.NAME == "expected_gradients" and references is None:
         raise ValueError("references: method='expected_gradients' needs reference texts or ids (references=...)")
     if references is not None:
@@ -210,6 +222,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         # validates the method's settings, the engine settings and the target with the engine's own checks
         mm, cfg, engine, xs, _ = _check_layer_call(m.NAME, fwd, layer, g.ids, base, g.target, False, want_delta,
                                                    return_details, engine_settings, settings)
+        if deadline is not None and cfg.get("rtol") is not None:  # rtol mode stops refining there (§14)
+            cfg = dict(cfg, deadline=deadline)
         runs.append((g, cfg, engine))
     # -- the runs, one model batch (bucket) at a time
     B = sum(len(g.index) for g in groups)
@@ -249,7 +263,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         target=res.target, baseline_ids=None if (references is not None or baseline == "zeros") else res.base,
         position=None if task == "sequence_classification" else res.position, tokens=tokens,
         delta=res.delta if want_delta else None, embeddings=res.emb, task=task, method=m.NAME, output=output,
-        settings=shown, details=details, buckets=[g.index for g in groups] if return_details else None)
+        settings=shown, details=details, buckets=[g.index for g in groups] if return_details else None,
+        **res.tolerance())
 
 
 class _Collect:
@@ -264,6 +279,8 @@ class _Collect:
         self.target = torch.zeros(B, dtype=torch.long, device=device)
         self.scores = self.norms = self.emb = self.delta = None
         self.want_emb, self.want_delta = embeddings, delta
+        self.stats = {}  # PER_TEXT_STATS each bucket's engine result reports, in the user's order
+        self.missing = set()  # ... and those some bucket did not report (then left out)
 
     def add(self, g: _Group, out) -> None:
         attr = out.attributions if hasattr(out, "attributions") else out
@@ -289,3 +306,16 @@ class _Collect:
         self.target[idx] = out.target.to(self.device)
         if self.delta is not None and out.delta is not None:
             self.delta[idx] = out.delta.to(self.delta.dtype)
+        extras = getattr(out, "extras", None) or {}
+        for key in PER_TEXT_STATS:
+            v = extras.get(key)
+            if not isinstance(v, torch.Tensor) or v.shape != (n,):
+                self.missing.add(key)
+                continue
+            if key not in self.stats:
+                self.stats[key] = torch.zeros(self.B, dtype=v.dtype)
+            self.stats[key][idx.cpu()] = v.detach().cpu()
+
+    def tolerance(self) -> dict:
+        """The per-text cost and error estimate every bucket reported (docs/methods.md §14)."""
+        return {k: v for k, v in self.stats.items() if k not in self.missing}

@@ -61,7 +61,10 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_attribute(args, parser) -> int:
-    cfg = JobConfig(out=args.out, method=args.method, steps=args.steps, method_settings=dict(args.settings),
+    settings = dict(args.settings)
+    if args.rtol is not None:  # --rtol is a method setting (docs/methods.md §14), like --set rtol=R
+        settings["rtol"] = args.rtol
+    cfg = JobConfig(out=args.out, method=args.method, steps=args.steps, method_settings=settings,
                     model=args.model, checkpoint=args.checkpoint, data=args.data, preprocess=args.preprocess,
                     limit=args.limit, batch_size=args.batch_size, chunk_size=args.chunk_size,
                     internal_batch_size=args.internal_batch_size, dtype=args.dtype, store_dtype=args.store_dtype,

@@ -31,8 +31,11 @@ class Progress:
             sys.stdout.write(json.dumps(rec, sort_keys=True) + "\n")
             sys.stdout.flush()
 
-    def advance(self, n: int) -> None:
+    def advance(self, n: int, **postfix) -> None:
+        """n more items done; `postfix` (e.g. a chunk's mean evaluations) shown after the bar."""
         if self.bar is not None:
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(n)
 
     def close(self) -> None:

@@ -166,6 +166,12 @@ def write_report(run_dir, out=None, n_examples: int = 8) -> Path:
         if "delta" in arrays:
             d = np.abs(arrays["delta"][...][sel].astype(np.float64))
             rows.append(("|delta|", f"mean {d.mean():.3g}, 95th percentile {np.percentile(d, 95):.3g}"))
+        if "n_evaluations" in arrays:  # an --rtol run (docs/methods.md §14)
+            ne = arrays["n_evaluations"][...][sel]
+            est = arrays["error_estimate"][...][sel].astype(np.float64)
+            rows.append(("gradient evaluations (--rtol)", f"mean {ne.mean():.1f}, min {ne.min()}, max {ne.max()}"))
+            rows.append(("estimated relative error", f"median {np.median(est):.3g}, max {est.max():.3g}"))
+            rows.append(("reached rtol", f"{int(arrays['converged'][...][sel].sum())} of {len(sel)}"))
         tg = arrays["target"][...][sel]
         vals, counts = np.unique(tg, return_counts=True)
         order = np.argsort(-counts)[:10]

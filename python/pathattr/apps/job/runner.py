@@ -28,6 +28,10 @@ from .inputs import model_fingerprint, open_dataset
 from .progress import Progress
 from .store import PREVIEW, RunStore
 
+# With --rtol, per item beside its attributions (docs/methods.md §14): gradient evaluations,
+# the estimated relative L2 error of its map, whether it reached rtol.
+TOLERANCE_ARRAYS = (("n_evaluations", np.int64), ("error_estimate", np.float32), ("converged", np.uint8))
+
 
 class _Job:
     """One rank's view of a run: its data, model, explainer and store."""
@@ -78,6 +82,8 @@ class _Job:
             known = ", ".join(inspect.signature(self.method.settings).parameters)
             raise JobError(f"method {cfg.method!r} does not take these settings ({exc}); its settings are: "
                            f"{known} (give them with --set KEY=VALUE; --steps sets n_steps)") from exc
+        st = self.explainer.settings
+        self.tolerance = {k: st[k] for k in ("rtol", "min_steps", "max_steps")} if st.get("rtol") is not None else None
         data_desc = self.dataset.describe()
         self.skipped = data_desc.pop("skipped", [])
         self.identity = {
@@ -138,6 +144,9 @@ class _Job:
             out["delta"] = _f32(res.delta)
         if res.probe_curve is not None:
             out["probe_curve"] = _f32(res.probe_curve)
+        if self.tolerance:
+            for name, dtype in TOLERANCE_ARRAYS:
+                out[name] = res.extras[name].detach().cpu().numpy().astype(dtype)
         return out
 
     # ------------------------------------------------------------------ store set-up
@@ -235,11 +244,11 @@ class _Job:
         in_flight = None
 
         def committed(job):
-            fut, k, sec = job
+            fut, k, sec, extra = job
             fut.result()  # re-raises a failed write here, in the main thread
-            prog.advance(self._size(k))
+            prog.advance(self._size(k), **extra)
             prog.log("chunk", chunk=k, items=self._size(k), seconds=round(sec, 4),
-                     items_per_s=round(self._size(k) / sec, 2))
+                     items_per_s=round(self._size(k) / sec, 2), **extra)
 
         try:
             for k in pending:
@@ -256,7 +265,7 @@ class _Job:
                 fut = writer.submit(self.store.write_chunk, k, start, data, info)
                 if in_flight is not None:
                     committed(in_flight)
-                in_flight = (fut, k, sec)
+                in_flight = (fut, k, sec, self.chunk_summary(data))
             if in_flight is not None:
                 committed(in_flight)
         finally:
@@ -264,6 +273,22 @@ class _Job:
             prog.close()
         seconds = time.perf_counter() - t_run
         return {"rank": d.rank, "items": n_pending, "seconds": seconds, "progress": prog}
+
+    def chunk_summary(self, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """What a finished chunk adds to the progress bar and its log line: with --rtol,
+        its items' mean evaluations and how many reached rtol."""
+        if not self.tolerance:
+            return {}
+        return {"mean_evaluations": round(float(data["n_evaluations"].mean()), 2),
+                "converged": int(data["converged"].sum())}
+
+    def summary(self, manifest: Dict[str, Any]) -> str:
+        """What the summary line adds: with --rtol, how the items converged."""
+        t = manifest.get("tolerance")
+        if not t:
+            return ""
+        return (f" | rtol {t['rtol']:g}: {t['converged']}/{t['items']} converged, {t['mean_evaluations']:.1f} "
+                f"evaluations per item (max {t['max_evaluations']}), largest estimated error {t['max_error_estimate']:.2g}")
 
     def _size(self, k: int) -> int:
         return min(self.n, (k + 1) * self.cfg.chunk_size) - k * self.cfg.chunk_size
@@ -297,6 +322,13 @@ class _Job:
             "device": str(self.device), "last_session": session, "sessions": sessions,
             "throughput": {"items": new, "wall_seconds": wall, "items_per_s": new / wall if wall > 0 and new else None},
         }
+        if self.tolerance:  # over every item of the store, whichever session computed it
+            a = self.store.arrays
+            n_ev, est, conv = a["n_evaluations"][...], a["error_estimate"][...], a["converged"][...].astype(bool)
+            manifest["tolerance"] = dict(
+                self.tolerance, items=int(n_ev.size), converged=int(conv.sum()), evaluations=int(n_ev.sum()),
+                mean_evaluations=float(n_ev.mean()), max_evaluations=int(n_ev.max()),
+                max_error_estimate=float(est.max()))
         self.store.write_manifest(manifest)
         return manifest
 
@@ -334,8 +366,10 @@ def run_job(cfg: JobConfig) -> Dict[str, Any]:
                 f"({resumed} already done) in {wall:.2f} s, {rate}, {d.world_size} rank(s) on {device}")
         if job.skipped:
             line += f" | {len(job.skipped)} unreadable images skipped (listed in manifest.json)"
+        line += job.summary(manifest)
         mine["progress"].summary(line)
-        mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped")})
+        mine["progress"].log("done", **{k: manifest[k] for k in ("items", "chunks", "throughput", "skipped", "tolerance")
+                                        if k in manifest})
         return manifest
     finally:
         if job is not None and job.progress is not None:

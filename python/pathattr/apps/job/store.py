@@ -5,6 +5,8 @@
         index, label, target (N,) int64; logit, baseline_value (N,) float32: F(x), F(x')
         delta (N,) float32: the convergence delta, when the method reports one
         probe_curve (N, P) float32 when the method probes the path (IDG adaptive)
+        n_evaluations (N,) int64, error_estimate (N,) float32, converged (N,) uint8: with
+            --rtol, each item's cost and estimated relative error (docs/methods.md §14)
         preview_inputs (K, *shape) float32: the first K inputs, for `pathattr report`
     A text run (job/text.py) instead of attributions and preview_inputs has
         n_tokens, token_offsets (N,) int64: text i's tokens are the flat rows

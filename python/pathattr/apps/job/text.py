@@ -7,6 +7,9 @@ torchrun sharding, resume and refusal rules); what differs is one job chunk = on
 buckets (pathattr.text.length_buckets: --batch-size texts, --max-tokens padded tokens) so
 no text is padded beyond the longest of its bucket. A chunk depends on its own texts only,
 so a resumed or sharded run stores the same numbers as one uninterrupted process.
+With --rtol (docs/methods.md §14) each text is refined to that relative error and its
+n_evaluations, error_estimate and converged are stored beside its scores, summed up per
+chunk in the progress log and over the run in the manifest and the summary line.
 
 Every text is tokenised before the first model call: an empty text, a missing field or a
 label the model does not know stops the run there, naming the file's line; and the most
@@ -24,15 +27,17 @@ import numpy as np
 import torch
 
 from ... import __version__, methods
+from ...engine.checks import check_tolerance
 from .. import text_inputs as ti
 from . import dist as dist_mod
 from .config import JobConfig, JobError
 from .inputs import model_fingerprint
-from .runner import _Job, _jsonable
+from .runner import TOLERANCE_ARRAYS, _Job, _jsonable
 from .store import RunStore
 
 TEXT_METHODS = ti.TEXT_METHODS
 RAGGED = ("token_ids", "tokens", "token_scores", "token_norms")
+TOLERANCE_KEYS = ("rtol", "min_steps", "max_steps")
 
 
 class _Items(torch.utils.data.Dataset):
@@ -75,8 +80,12 @@ class TextJob(_Job):
         self.settings = dict(cfg.method_settings, n_steps=steps)
         try:
             ti.check_settings(cfg.method, self.settings)
-        except ValueError as exc:
-            raise JobError(str(exc)) from None
+            # --rtol (docs/methods.md §14): checked here, before anything is loaded, and its
+            # step bounds resolved into the settings, so the store's identity records them.
+            self.settings.update(check_tolerance(*(self.settings.get(k) for k in TOLERANCE_KEYS)))
+        except (ValueError, TypeError) as exc:
+            raise JobError(_flag_names(str(exc))) from None
+        self.tolerance = {k: self.settings[k] for k in TOLERANCE_KEYS} if "rtol" in self.settings else None
         self.method = methods.get(cfg.method)
         self.kind = "text"
         data = ti.read_texts(cfg.data, cfg.text_field or "text", cfg.label_field)
@@ -161,7 +170,11 @@ class TextJob(_Job):
             out[name] = values
         if res.delta is not None:
             out["delta"] = res.delta.detach().to("cpu", torch.float32).numpy()
+        if self.tolerance:
+            for name, dtype in TOLERANCE_ARRAYS:
+                out[name] = _np(getattr(res, name)).astype(dtype)
         return out
+
 
     def _create(self) -> None:
         first = self.batches([0])[0]
@@ -190,9 +203,22 @@ def read_text_item(arrays: Dict[str, Any], i: int) -> Dict[str, Any]:
     """Text i of a text run's arrays (name -> Zarr array, as `zarr.open_group(...).arrays()`
     gives them): its tokens, ids, scores and norms (1-D, its own length) and its target."""
     a, b = int(arrays["token_offsets"][i]), int(arrays["n_tokens"][i])
-    return {"tokens": [str(t) for t in arrays["tokens"][a:a + b]], "ids": arrays["token_ids"][a:a + b],
+    item = {"tokens": [str(t) for t in arrays["tokens"][a:a + b]], "ids": arrays["token_ids"][a:a + b],
             "scores": arrays["token_scores"][a:a + b], "norms": arrays["token_norms"][a:a + b],
             "target": int(arrays["target"][i]), "label": int(arrays["label"][i])}
+    for name, dtype in TOLERANCE_ARRAYS:  # a --rtol run's per-text details
+        if name in arrays:
+            item[name] = bool(arrays[name][i]) if name == "converged" else dtype(arrays[name][i]).item()
+    return item
+
+
+def _flag_names(message: str) -> str:
+    """A tolerance setting's error as the command line spells it: --rtol, --set min_steps=N."""
+    if message.startswith("rtol"):
+        return "--rtol" + message[len("rtol"):]
+    if message.startswith(("min_steps", "max_steps")):
+        return "--set " + message.replace("give rtol= too", "give --rtol too")
+    return message
 
 
 def _end_values(res) -> Dict[str, np.ndarray]:

@@ -185,7 +185,7 @@ def build_app(service) -> FastAPI:
         """A text model's request (serve/text.py): texts in, per-token scores out."""
         ids, cut, targets, opts = service.decode(payload)
         timeout = (opts["timeout_ms"] if opts["timeout_ms"] is not None else service.timeout_ms) / 1e3
-        fut = service.batcher.submit(ids, targets, deadline=time.monotonic() + timeout)
+        fut = service.batcher.submit(ids, targets, deadline=time.monotonic() + timeout, explainer=opts["explainer"])
         try:
             results = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except asyncio.TimeoutError:

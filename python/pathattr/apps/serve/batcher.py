@@ -133,6 +133,8 @@ class DynamicBatcher:
                 if self._queue:
                     if rows + self.rows_of(self._queue[0].inputs) > self.max_batch:
                         break
+                    if self._queue[0].explainer is not batch[0].explainer:  # another rtol: its own call
+                        break
                     req = self._queue.popleft()
                     batch.append(req)
                     rows += self.rows_of(req.inputs)

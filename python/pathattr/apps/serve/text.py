@@ -2,9 +2,15 @@
 (KServe v1 `POST /v1/models/{name}:explain`, TorchServe-style `/explanations/{name}`).
 
     {"instances": ["a text", {"text": "another"}],
-     "parameters": {"target": null | 2 | "positive" | [per instance], "norms": false, "timeout_ms": 500}}
+     "parameters": {"target": null | 2 | "positive" | [per instance], "norms": false, "timeout_ms": 500,
+                    "rtol": 0.01}}
     -> {"model_name", "method", "explanations": [{"target", "target_label", "tokens", "token_ids",
-        "scores", "delta", "truncated", ("norms")}]}
+        "scores", "delta", "truncated", ("norms"), ("error_estimate", "converged", "n_evaluations")}]}
+
+`parameters.rtol` (or the service's own --rtol) refines each text until its embedding map is
+within that relative L2 error (docs/methods.md §14), within the request's deadline: when time
+runs out the answer has what was reached, and each explanation says its estimate, whether it
+converged and its gradient evaluations. Only requests with the same rtol are merged.
 
 Requests that arrive within --max-wait-ms are merged (the image path's DynamicBatcher,
 rows = texts) and the merged texts go to ONE `pathattr.text.attribute_tokens` call, which
@@ -14,6 +20,7 @@ request is decoded, so an empty text or a bad target is a 422 before the queue.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -23,12 +30,15 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .. import text_inputs as ti
-from .batcher import DynamicBatcher
-from .codec import BadRequest, parse_flag, parse_timeout_ms
+from ...engine.checks import check_tolerance
+from .batcher import DynamicBatcher, _refine_until
+from .codec import BadRequest, parse_flag, parse_rtol, parse_timeout_ms
 from .service import ServiceBase
 
 log = logging.getLogger("pathattr.serve")
-TEXT_PARAMETERS = ("target", "norms", "timeout_ms")
+TEXT_PARAMETERS = ("target", "norms", "timeout_ms", "rtol")
+# What an rtol explanation adds (TokenAttribution.text(i) carries them; docs/methods.md §14).
+TOLERANCE_FIELDS = ("error_estimate", "converged", "n_evaluations")
 
 
 @dataclass
@@ -62,7 +72,9 @@ class TextModelSpec:
 
 class TextBatcher(DynamicBatcher):
     """The DynamicBatcher over texts: a request's inputs are its texts' token id lists; one
-    merged call attributes them all (`attribute(ids, target)` -> TokenAttribution)."""
+    merged call attributes them all (`attribute(ids, target, deadline)` -> TokenAttribution).
+    A request's `explainer` is the service's attribute function for its rtol (merged only
+    with requests of the same one); in rtol mode refining stops before the earliest deadline."""
 
     @staticmethod
     def rows_of(inputs) -> int:
@@ -71,6 +83,8 @@ class TextBatcher(DynamicBatcher):
     def _attribute(self, reqs):
         ids = [row for r in reqs for row in r.inputs]
         targets = [t for r in reqs for t in r.targets]
+        attribute = reqs[0].explainer or self.explainer
+        limit = _refine_until(reqs)  # used by rtol mode only
         start = time.perf_counter()
         # As the image path: rows without a target get the library's argmax; a merged batch
         # that mixes both makes one call per kind.
@@ -79,7 +93,7 @@ class TextBatcher(DynamicBatcher):
             if not group:
                 continue
             tg = None if targets[group[0]] is None else torch.tensor([targets[i] for i in group], dtype=torch.long)
-            res = self.explainer([ids[i] for i in group], tg)
+            res = attribute([ids[i] for i in group], tg, deadline=limit)
             for j, i in enumerate(group):
                 out[i] = res.text(j)
         self.record(len(ids), len(reqs), time.perf_counter() - start)
@@ -101,7 +115,8 @@ class TextExplanationService(ServiceBase):
             torch_threads: as ExplanationService (rows are texts).
         max_tokens: padded tokens per length bucket (None: max_batch texts per bucket only).
         token_baseline: "pad", "unk", "mask" or "zeros"; output: "logit", "softmax", "log_softmax".
-        attribute_kwargs: more of attribute_tokens' settings (n_steps, internal_batch_size, ...).
+        attribute_kwargs: more of attribute_tokens' settings (n_steps, internal_batch_size,
+            rtol, min_steps, max_steps, ...).
     """
 
     kind = "text"
@@ -120,15 +135,20 @@ class TextExplanationService(ServiceBase):
         self.spec, self.method = spec, method
         kw = dict(attribute_kwargs or {})
         ti.check_settings(method, kw)
+        check_tolerance(kw.get("rtol"), kw.get("min_steps"), kw.get("max_steps"))  # ValueError naming it
+        self._settings = kw
         tok = spec.text_model.tokenizer
 
-        def attribute(ids, target):
+        def attribute(ids, target, rtol=None, deadline=None):
+            settings = dict(kw, **({"rtol": rtol} if rtol is not None else {}))
             return attribute_tokens(spec.model, [torch.tensor(r, dtype=torch.long) for r in ids], tokenizer=tok,
                                     target=target, task="sequence_classification", method=method,
                                     baseline=token_baseline, output=output, batch_size=max_batch,
-                                    max_tokens=max_tokens, return_convergence_delta=True, **kw)
+                                    max_tokens=max_tokens, return_convergence_delta=True, deadline=deadline,
+                                    **settings)
 
         self._attribute = attribute
+        self._by_rtol: Dict[float, Any] = {}
         self.batcher = TextBatcher(attribute, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                    metrics=self.metrics)
 
@@ -146,6 +166,22 @@ class TextExplanationService(ServiceBase):
         log.info("ready: text model %r, method %s, %.2f s of warm-up", self.spec.name, self.method,
                  time.perf_counter() - t0)
 
+    def explainer_for(self, rtol: Optional[float]):
+        """The attribute function for a request's rtol (None: the service's own), one per
+        value (so the batcher merges requests of equal rtol only); 422 for bounds it breaks."""
+        if rtol is None:
+            return None
+        fn = self._by_rtol.get(rtol)
+        if fn is None:
+            try:
+                check_tolerance(rtol, self._settings.get("min_steps"), self._settings.get("max_steps"))
+            except (TypeError, ValueError) as err:
+                raise BadRequest(422, f"parameters.rtol: {err}") from None
+            fn = functools.partial(self._attribute, rtol=rtol)
+            if len(self._by_rtol) < 16:  # a few distinct values are usual; do not grow without bound
+                self._by_rtol[rtol] = fn
+        return fn
+
     # -- the request's side (app.py calls these for a text service) ---------------------
     def decode(self, payload: Dict[str, Any]):
         """The body -> (token ids per text, which were cut, targets, options); BadRequest (4xx)
@@ -158,13 +194,14 @@ class TextExplanationService(ServiceBase):
             raise BadRequest(422, f"unknown parameters {unknown} for a text model; known: {list(TEXT_PARAMETERS)}")
         norms = parse_flag(params, "norms")
         to = parse_timeout_ms(params)
+        attribute = self.explainer_for(parse_rtol(params))
         texts = decode_texts(payload["instances"], self.max_batch)
         try:
             ids, cut = ti.encode(self.spec.text_model, texts, self.spec.max_length, lambda i: f"instances[{i}]")
         except Exception as err:  # JobError naming the instance
             raise BadRequest(422, str(err)) from None
         targets = self.parse_targets(params.get("target"), len(texts))
-        return ids, cut, targets, {"norms": norms, "timeout_ms": to}
+        return ids, cut, targets, {"norms": norms, "timeout_ms": to, "explainer": attribute}
 
     def parse_targets(self, target: Any, n: int) -> List[Optional[int]]:
         """null (argmax), a class index or label name for all, or one per text."""
@@ -197,6 +234,8 @@ class TextExplanationService(ServiceBase):
                 item["target_label"] = str(id2label[r["target"]])
             if opts["norms"]:
                 item["norms"] = [float(v) for v in _list(r["norms"])]
+            if r.get("converged") is not None:  # rtol mode: how far this text got
+                item.update({k: r[k] for k in TOLERANCE_FIELDS})
             out.append(item)
         return out
 
