@@ -103,6 +103,8 @@ def run_serve(parser, args) -> int:
             parser.error(f"--{flag.replace('_', '-')} applies to a text model (a Hugging Face folder as --model)")
     if args.token_baseline != "pad":
         parser.error("--token-baseline applies to a text model (a Hugging Face folder as --model)")
+    if args.task != "auto":
+        parser.error("--task applies to a text model (a Hugging Face folder as --model)")
     if args.cuda_graphs:
         settings["cuda_graphs"] = True
     try:
@@ -125,7 +127,7 @@ def _run_text_serve(parser, args, settings) -> int:
         parser.error("--input-shape and --cuda-graphs apply to tensor models, not to a text model")
     try:
         spec = load_text_spec(args.model, args.tokenizer, args.name, args.device, checkpoint=args.checkpoint,
-                              dtype=args.dtype, max_length=args.max_length)
+                              dtype=args.dtype, max_length=args.max_length, task=args.task)
         service = TextExplanationService(spec, args.method, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                          max_queue=args.max_queue, timeout_ms=args.timeout_ms,
                                          max_body_bytes=args.max_body_bytes, torch_threads=args.threads,

@@ -89,6 +89,9 @@ def add_text_options(p: argparse.ArgumentParser) -> None:
                                                                  "(default: no limit beyond the batch size)")
     p.add_argument("--token-baseline", choices=("pad", "unk", "mask", "zeros"), default="pad",
                    help="text: the baseline token at every position, or zeros (a zero embedding; default pad)")
+    p.add_argument("--task", choices=("auto", "sequence_classification", "masked_lm", "causal_lm"), default="auto",
+                   help="text: the explained prediction (default: from the model's class): a class, the first "
+                        "[MASK] token's prediction, or a causal LM's next token after the text")
 
 
 def method_settings(args) -> dict:

@@ -180,10 +180,11 @@ def _tokenizer_from(spec: str):
 
 
 def load_text_model(model: Optional[str], tokenizer: Optional[str] = None,
-                    checkpoint: Optional[str] = None) -> TextModel:
-    """`--model FOLDER` (a local Hugging Face folder: AutoModelForSequenceClassification, and
-    AutoTokenizer from the same folder unless --tokenizer says otherwise) or `--model
-    module:factory` with `--tokenizer` (a folder or module:factory). Eval mode, CPU."""
+                    checkpoint: Optional[str] = None, task: str = "auto") -> TextModel:
+    """`--model FOLDER` (a local Hugging Face folder: the Auto class of its task, from --task
+    or from config.architectures, and AutoTokenizer from the same folder unless --tokenizer
+    says otherwise) or `--model module:factory` with `--tokenizer` (a folder or
+    module:factory). Eval mode, CPU."""
     from .extras import require
 
     require("text", "transformers")  # MissingExtra naming pathattr[text], before anything is loaded
@@ -197,10 +198,19 @@ def load_text_model(model: Optional[str], tokenizer: Optional[str] = None,
         tr = require_transformers()
         bars = tr.utils.logging.is_progress_bar_enabled()
         tr.utils.logging.disable_progress_bar()  # a tiny folder's "Loading weights" bar is noise in a job's log
+        from ..text.loading import folder_task, load_model_folder
+
         try:
-            net = tr.AutoModelForSequenceClassification.from_pretrained(model, local_files_only=True)
+            found = folder_task(model, task)
+        except ValueError as exc:
+            raise LoadError(f"--task: {exc}") from None
+        except Exception as exc:  # an unreadable config.json
+            raise LoadError(f"--model {model}: its config.json cannot be read "
+                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from exc
+        try:
+            net = load_model_folder(model, found)
         except Exception as exc:
-            raise LoadError(f"--model {model}: not a sequence-classification model folder "
+            raise LoadError(f"--model {model}: not a {found.replace('_', ' ')} model folder "
                             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from exc
         finally:
             if bars:

@@ -40,16 +40,28 @@ def load_pretrained(path: str, task: str = "auto", dtype: Optional[Any] = None) 
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be None or a floating-point torch dtype, got {dtype!r}")
     tr = require_transformers()
-    if task == "auto":
-        cfg = tr.AutoConfig.from_pretrained(path, local_files_only=True)
-        names = list(getattr(cfg, "architectures", None) or [])
-        found = [t for t in (task_of_class_name(n) for n in names) if t is not None]
-        if not found:
-            raise ValueError(f"task: cannot tell the task of the model in {str(path)!r} (architectures {names}); "
-                             f"pass task= one of {', '.join(map(repr, TASKS))}")
-        task = found[0]
-    model = getattr(tr, _AUTO[task]).from_pretrained(path, local_files_only=True)
+    model = load_model_folder(path, task)
     if dtype is not None:
         model = model.to(dtype)
     tokenizer = tr.AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer
+
+
+def folder_task(path: str, task: str = "auto") -> str:
+    """The task of the model saved in `path`: as given, or from config.architectures."""
+    if task != "auto":
+        return task
+    tr = require_transformers()
+    cfg = tr.AutoConfig.from_pretrained(path, local_files_only=True)
+    names = list(getattr(cfg, "architectures", None) or [])
+    found = [t for t in (task_of_class_name(n) for n in names) if t is not None]
+    if not found:
+        raise ValueError(f"task: cannot tell the task of the model in {str(path)!r} (architectures {names}); "
+                         f"pass task= one of {', '.join(map(repr, TASKS))}")
+    return found[0]
+
+
+def load_model_folder(path: str, task: str = "auto"):
+    """The model saved in `path`, through the Auto class of its task (no download)."""
+    tr = require_transformers()
+    return getattr(tr, _AUTO[folder_task(path, task)]).from_pretrained(path, local_files_only=True)

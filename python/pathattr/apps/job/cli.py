@@ -36,7 +36,8 @@ def add_attribute_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="items per store chunk: the unit of resume (default 64; text data 512)")
     p.add_argument("--store-dtype", choices=STORE_DTYPES, default="float32", help="attributions' dtype in the store")
-    p.add_argument("--target", type=_target, default="pred", help="pred (default), label, or a class index")
+    p.add_argument("--target", type=_target, default="pred",
+                   help="pred (default), label, or a class index (a language model: pred or a token id)")
     p.add_argument("--baseline", type=float, default=0.0, help="constant baseline value (default 0)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping it")
@@ -72,7 +73,8 @@ def run_attribute(args, parser) -> int:
                     workers=args.workers, strict=args.strict, quiet=args.quiet, log_json=args.log_json,
                     references=args.references, bank=args.bank, n_baselines=args.n_baselines,
                     text_field=args.text_field, label_field=args.label_field, tokenizer=args.tokenizer,
-                    max_length=args.max_length, max_tokens=args.max_tokens, token_baseline=args.token_baseline)
+                    max_length=args.max_length, max_tokens=args.max_tokens, token_baseline=args.token_baseline,
+                    task=args.task)
     from .runner import run_job
 
     try:

@@ -23,6 +23,7 @@ PREPROCESS_KEYS = ("mode", "resize", "scale", "mean", "std")
 # Text data (job/text.py): the files read as texts, and the token baselines.
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 TOKEN_BASELINES = ("pad", "unk", "mask", "zeros")
+TEXT_TASKS = ("auto", "sequence_classification", "masked_lm", "causal_lm")  # pathattr.text.tasks.TASKS + auto
 CHUNK_SIZE, TEXT_CHUNK_SIZE = 64, 512  # the default chunk sizes (images, texts)
 
 
@@ -73,6 +74,9 @@ class JobConfig:
         (default: the model's folder). max_length: tokens kept per text (default: the
         tokenizer's / model's limit, else 512). max_tokens: padded tokens per length
         bucket (batch_size texts at most per bucket). token_baseline: pad, unk, mask or zeros.
+        task: "auto" (from the model's class name), "sequence_classification", "masked_lm"
+        (the first [MASK] token's prediction) or "causal_lm" (the next token after the text);
+        for the language models target is "pred" (the predicted token) or a token id.
     """
 
     out: str
@@ -106,6 +110,7 @@ class JobConfig:
     max_length: Optional[int] = None
     max_tokens: Optional[int] = None
     token_baseline: str = "pad"
+    task: str = "auto"
 
     def is_text(self) -> bool:
         """A text run: `data` is a .jsonl, .csv or .tsv file."""
@@ -141,7 +146,10 @@ class JobConfig:
             if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
                 raise TypeError(f"{name} must be a file path (str), got {getattr(self, name)!r}")
         _choice(self.token_baseline, "token_baseline", TOKEN_BASELINES)
+        _choice(self.task, "task", TEXT_TASKS)
         if not self.is_text():
+            if self.task != "auto":
+                raise ValueError("task applies to text data (a .jsonl, .csv or .tsv file as data)")
             for name in ("text_field", "label_field", "tokenizer", "max_length", "max_tokens"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} applies to text data (a .jsonl, .csv or .tsv file as data); "

@@ -1,5 +1,5 @@
 """`pathattr attribute` on text: a JSONL / CSV file of texts through a Hugging Face
-sequence classifier into a ragged Zarr store (docs/design.md, "Text runs").
+sequence classifier, masked LM or causal LM (--task) into a ragged Zarr store (docs/design.md, "Text runs").
 
 The run is the image job's (runner._Job: the same chunks, commit markers, writer thread,
 torchrun sharding, resume and refusal rules); what differs is one job chunk = one call of
@@ -28,6 +28,7 @@ import torch
 
 from ... import __version__, methods
 from ...engine.checks import check_tolerance
+from ...text.tasks import resolve_task
 from .. import text_inputs as ti
 from . import dist as dist_mod
 from .config import JobConfig, JobError
@@ -90,14 +91,20 @@ class TextJob(_Job):
         self.kind = "text"
         data = ti.read_texts(cfg.data, cfg.text_field or "text", cfg.label_field)
         self.n = min(len(data.texts), cfg.limit) if cfg.limit else len(data.texts)
-        tm = ti.load_text_model(cfg.model, cfg.tokenizer, cfg.checkpoint)
+        tm = ti.load_text_model(cfg.model, cfg.tokenizer, cfg.checkpoint, cfg.task)
         self.tm = tm
         labels = ti.label_ids(data, tm.label2id)[:self.n]
         self.max_length = ti.max_length(tm, cfg.max_length)
         where = lambda i: f"--data {cfg.data} line {data.lines[i]}"  # noqa: E731
         self.ids, self.cut = ti.encode(tm, data.texts[:self.n], self.max_length, where)
+        try:
+            self.task = resolve_task(tm.model, cfg.task)
+        except ValueError as exc:
+            raise JobError(_flag_names(str(exc))) from None
+        if self.task != "sequence_classification":
+            self._check_language_model(tm, where)
         n_labels = getattr(getattr(tm.model, "config", None), "num_labels", None)
-        if isinstance(n_labels, int):
+        if isinstance(n_labels, int) and self.task == "sequence_classification":
             if isinstance(cfg.target, int) and cfg.target >= n_labels:
                 raise JobError(f"--target {cfg.target} is not a class of this model ({n_labels} classes)")
             for i, lab in enumerate(labels):
@@ -123,12 +130,32 @@ class TextJob(_Job):
             "data": dict(data.describe(), items=self.n), "max_length": self.max_length,
             "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens, "chunk_size": cfg.chunk_size,
             "internal_batch_size": cfg.internal_batch_size, "dtype": cfg.dtype, "store_dtype": cfg.store_dtype,
-            "target": cfg.target, "token_baseline": cfg.token_baseline, "output": cfg.output,
+            "target": cfg.target, "token_baseline": cfg.token_baseline, "output": cfg.output, "task": self.task,
         }
         self.store = RunStore(Path(cfg.out))
         self._first: Optional[Dict[str, np.ndarray]] = None
         self._first_seconds = 0.0
         self.progress = None
+
+    def _check_language_model(self, tm, where) -> None:
+        """A masked or causal LM (--task): the target is the predicted token or a token id,
+        and a masked LM's texts each hold a mask token (its prediction is what is explained)."""
+        cfg = self.cfg
+        if cfg.target == "label":
+            raise JobError(f"--target label is for sequence classification; a {self.task.replace('_', ' ')} "
+                           f"explains its predicted token (--target pred) or a token id")
+        emb = tm.model.get_input_embeddings() if callable(getattr(tm.model, "get_input_embeddings", None)) else None
+        vocab = getattr(emb, "num_embeddings", None)
+        if isinstance(cfg.target, int) and isinstance(vocab, int) and cfg.target >= vocab:
+            raise JobError(f"--target {cfg.target} is not a token id of this model (vocabulary of {vocab})")
+        if self.task == "masked_lm":
+            mask_id = getattr(tm.tokenizer, "mask_token_id", None)
+            if mask_id is None:
+                raise JobError("--task masked_lm: the tokenizer has no mask token to find in the texts")
+            for i, ids in enumerate(self.ids):
+                if mask_id not in ids:
+                    raise JobError(f"{where(i)}: no {tm.tokenizer.mask_token} token in the text (--task masked_lm "
+                                   f"explains the prediction at the first one)")
 
     def batches(self, chunks: List[int]) -> List[List[int]]:
         """One DataLoader batch per job chunk: its texts are bucketed by length in `compute`."""
@@ -147,7 +174,7 @@ class TextJob(_Job):
             target = int(cfg.target)
         res = self._attribute(
             self.model, [torch.tensor(self.ids[i], dtype=torch.long) for i in idx], tokenizer=self.tm.tokenizer,
-            target=target, task="sequence_classification", method=cfg.method, baseline=cfg.token_baseline,
+            target=target, task=self.task, method=cfg.method, baseline=cfg.token_baseline,
             output=cfg.output, internal_batch_size=cfg.internal_batch_size, batch_size=cfg.batch_size,
             max_tokens=cfg.max_tokens, return_convergence_delta=True, return_details=True, **self.settings)
         rows = [res.text(j) for j in range(len(res))]
@@ -170,6 +197,8 @@ class TextJob(_Job):
             out[name] = values
         if res.delta is not None:
             out["delta"] = res.delta.detach().to("cpu", torch.float32).numpy()
+        if res.position is not None:  # a language model: the explained position of each text
+            out["position"] = _np(res.position).astype(np.int64)
         if self.tolerance:
             for name, dtype in TOLERANCE_ARRAYS:
                 out[name] = _np(getattr(res, name)).astype(dtype)
@@ -206,6 +235,8 @@ def read_text_item(arrays: Dict[str, Any], i: int) -> Dict[str, Any]:
     item = {"tokens": [str(t) for t in arrays["tokens"][a:a + b]], "ids": arrays["token_ids"][a:a + b],
             "scores": arrays["token_scores"][a:a + b], "norms": arrays["token_norms"][a:a + b],
             "target": int(arrays["target"][i]), "label": int(arrays["label"][i])}
+    if "position" in arrays:  # a language model run: the explained position
+        item["position"] = int(arrays["position"][i])
     for name, dtype in TOLERANCE_ARRAYS:  # a --rtol run's per-text details
         if name in arrays:
             item[name] = bool(arrays[name][i]) if name == "converged" else dtype(arrays[name][i]).item()

@@ -49,18 +49,31 @@ class TextModelSpec:
     name: str
     text_model: ti.TextModel
     max_length: int
+    task: str = "auto"  # "auto": from the model's class name (pathattr.text.tasks)
 
     def __post_init__(self):
+        from ...text.tasks import resolve_task
+
         if not isinstance(self.name, str) or not self.name or "/" in self.name or ":" in self.name:
             raise ValueError(f"name must be a non-empty string without '/' or ':', got {self.name!r}")
+        self.task = resolve_task(self.model, self.task)
 
     @property
     def model(self):
         return self.text_model.model
 
     @property
+    def language_model(self) -> bool:
+        """A masked or causal LM: targets are token ids, the explained position is the first
+        mask token (masked LM) or the last token (causal LM: the next token's prediction)."""
+        return self.task != "sequence_classification"
+
+    @property
     def num_classes(self) -> Optional[int]:
-        n = getattr(getattr(self.model, "config", None), "num_labels", None)
+        if self.language_model:  # the vocabulary
+            n = getattr(self.model.get_input_embeddings(), "num_embeddings", None)
+        else:
+            n = getattr(getattr(self.model, "config", None), "num_labels", None)
         return n if isinstance(n, int) else None
 
     @property
@@ -142,7 +155,7 @@ class TextExplanationService(ServiceBase):
         def attribute(ids, target, rtol=None, deadline=None):
             settings = dict(kw, **({"rtol": rtol} if rtol is not None else {}))
             return attribute_tokens(spec.model, [torch.tensor(r, dtype=torch.long) for r in ids], tokenizer=tok,
-                                    target=target, task="sequence_classification", method=method,
+                                    target=target, task=spec.task, method=method,
                                     baseline=token_baseline, output=output, batch_size=max_batch,
                                     max_tokens=max_tokens, return_convergence_delta=True, deadline=deadline,
                                     **settings)
@@ -156,7 +169,9 @@ class TextExplanationService(ServiceBase):
         """One attribution of a one-word text on the worker thread, then ready."""
         t0 = time.perf_counter()
         try:
-            ids, _ = ti.encode(self.spec.text_model, ["warm up"], self.spec.max_length)
+            mask = getattr(self.spec.text_model.tokenizer, "mask_token", None)
+            text = f"warm {mask}" if self.spec.task == "masked_lm" and mask else "warm up"
+            ids, _ = ti.encode(self.spec.text_model, [text], self.spec.max_length)
             self._attribute(ids, None)
         except Exception as err:  # keep serving /healthz and say why on /readyz and in the log
             self.warmup_error = "".join(traceback.format_exception_only(type(err), err)).strip()
@@ -200,26 +215,42 @@ class TextExplanationService(ServiceBase):
             ids, cut = ti.encode(self.spec.text_model, texts, self.spec.max_length, lambda i: f"instances[{i}]")
         except Exception as err:  # JobError naming the instance
             raise BadRequest(422, str(err)) from None
+        if self.spec.task == "masked_lm":  # the explained prediction is at the first mask token
+            tok = self.spec.text_model.tokenizer
+            for i, row in enumerate(ids):
+                if tok.mask_token_id not in row:
+                    raise BadRequest(422, f"instances[{i}] has no {tok.mask_token} token: this masked LM explains "
+                                          f"its prediction at the first one")
         targets = self.parse_targets(params.get("target"), len(texts))
         return ids, cut, targets, {"norms": norms, "timeout_ms": to, "explainer": attribute}
 
     def parse_targets(self, target: Any, n: int) -> List[Optional[int]]:
-        """null (argmax), a class index or label name for all, or one per text."""
+        """null (argmax), a class index or label name for all, or one per text; for a
+        language model a token id or a token (string) of the vocabulary."""
         items = [target] * n if not isinstance(target, list) else target
         if len(items) != n:
             raise BadRequest(422, f"parameters.target has {len(items)} entries for {n} instances")
+        lm = self.spec.language_model
         label2id, k = self.spec.text_model.label2id or {}, self.spec.num_classes
+        what = "a token or a token id" if lm else "a label name or a class index"
         out: List[Optional[int]] = []
         for t in items:
             if isinstance(t, str):
-                if t not in label2id:
-                    raise BadRequest(422, f"parameters.target {t!r} is not one of the model's labels {sorted(label2id)}")
-                t = int(label2id[t])
+                t = self._token_id(t) if lm else label2id.get(t)
+                if t is None:
+                    known = "a token of the model's vocabulary" if lm else f"one of the model's labels {sorted(label2id)}"
+                    raise BadRequest(422, f"parameters.target {items[len(out)]!r} is not {known}")
+                t = int(t)
             if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 0 or (k is not None and t >= k)):
-                raise BadRequest(422, f"parameters.target entries must be null, a label name or a class index in "
-                                      f"[0, {k}), got {t!r}")
+                raise BadRequest(422, f"parameters.target entries must be null, {what} in [0, {k}), got {t!r}")
             out.append(t)
         return out
+
+    def _token_id(self, token: str) -> Optional[int]:
+        """A token's id, or None when the tokenizer does not know it (no unk fallback)."""
+        tok = self.spec.text_model.tokenizer
+        i = tok.convert_tokens_to_ids(token)
+        return None if i is None or (i == tok.unk_token_id and token != tok.unk_token) else int(i)
 
     def encode(self, results: List[Dict[str, Any]], cut: List[bool], opts: Dict[str, Any]) -> List[Dict[str, Any]]:
         id2label = self.spec.text_model.id2label or {}
@@ -230,7 +261,10 @@ class TextExplanationService(ServiceBase):
             item = {"target": r["target"], "tokens": [str(t) for t in (r["tokens"] or tok.convert_ids_to_tokens(ids))],
                     "token_ids": ids, "scores": [float(v) for v in _list(r["scores"])], "delta": r["delta"],
                     "truncated": bool(c)}
-            if r["target"] in id2label:
+            if self.spec.language_model:  # the explained token and where its prediction is read
+                item["target_token"] = str(tok.convert_ids_to_tokens(int(r["target"])))
+                item["position"] = r["position"]
+            elif r["target"] in id2label:
                 item["target_label"] = str(id2label[r["target"]])
             if opts["norms"]:
                 item["norms"] = [float(v) for v in _list(r["norms"])]
@@ -240,7 +274,7 @@ class TextExplanationService(ServiceBase):
         return out
 
     def status(self) -> Dict[str, Any]:
-        return {"name": self.spec.name, "ready": self.ready, "method": self.method, "kind": "text",
+        return {"name": self.spec.name, "ready": self.ready, "method": self.method, "kind": "text", "task": self.spec.task,
                 "num_classes": self.spec.num_classes, "labels": self.spec.text_model.id2label,
                 "max_length": self.spec.max_length, "max_batch": self.max_batch}
 
@@ -267,7 +301,8 @@ def decode_texts(instances: Any, max_batch: int) -> List[str]:
 
 
 def load_text_spec(model: str, tokenizer: Optional[str] = None, name: Optional[str] = None, device: str = "auto",
-                   checkpoint: Optional[str] = None, dtype: str = "fp32", max_length: Optional[int] = None) -> TextModelSpec:
+                   checkpoint: Optional[str] = None, dtype: str = "fp32", max_length: Optional[int] = None,
+                   task: str = "auto") -> TextModelSpec:
     """The TextModelSpec for `pathattr serve --model FOLDER|module:factory [--tokenizer T]`."""
     from ..loading import resolve_device
 
@@ -275,9 +310,9 @@ def load_text_spec(model: str, tokenizer: Optional[str] = None, name: Optional[s
         raise ValueError(f"--dtype {dtype} is not available for a text model; fp32 or fp64")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"--max-length must be an int >= 1, got {max_length!r}")
-    tm = ti.load_text_model(model, tokenizer, checkpoint)
+    tm = ti.load_text_model(model, tokenizer, checkpoint, task)
     tm.model = (tm.model.double() if dtype == "fp64" else tm.model.float()).to(resolve_device(device))
-    return TextModelSpec(name or tm.name, tm, ti.max_length(tm, max_length))
+    return TextModelSpec(name or tm.name, tm, ti.max_length(tm, max_length), task)
 
 
 def _list(v) -> list:
