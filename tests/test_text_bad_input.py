@@ -117,6 +117,23 @@ def test_model_without_input_embeddings_and_tokenizer_without_pad(tok):
     assert m.calls == 0
 
 
+def test_encoder_decoder_models_are_refused_by_name_before_any_model_call(tok):
+    """BART / T5 embed through their encoder's and decoder's own modules: a path at
+    get_input_embeddings() would never be taken (it used to fail after a forward with
+    'layer was not called')."""
+    import transformers
+
+    torch.manual_seed(0)
+    bart = transformers.BartForSequenceClassification(transformers.BartConfig(
+        vocab_size=tm.VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        pad_token_id=0)).eval()
+    m = Counted(bart)
+    with pytest.raises(ValueError, match="encoder-decoder model"):
+        pt.attribute_tokens(m.model, "a cat", tokenizer=tok)
+    assert m.calls == 0
+
+
 def test_generation_bad_input_before_any_model_call(tok):
     m = Counted(tm.gpt2())
     g = m.model

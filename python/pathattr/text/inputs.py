@@ -47,6 +47,13 @@ def input_embeddings(model: Any, name: str = "model") -> nn.Module:
         layer = None
     if not isinstance(layer, nn.Module):
         raise TypeError(f"{name}.get_input_embeddings() returned {type(layer).__name__}, not an embedding module")
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        # BART, T5, ...: encoder and decoder embed through their own (tied) modules, so a path
+        # at get_input_embeddings() would never be taken; say so before any model call
+        raise ValueError(f"{name} ({type(model).__name__}) is an encoder-decoder model: its encoder and decoder embed "
+                         f"the tokens through modules of their own, not get_input_embeddings(); pathattr.text "
+                         f"attributes encoder-only and decoder-only models (use pathattr.layer_integrated_gradients "
+                         f"on the encoder's embedding module for these)")
     return layer
 
 
