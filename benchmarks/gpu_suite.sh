@@ -49,4 +49,9 @@ python -m benchmarks.gpu_kernels --out "$OUT/gpu-kernels.json"
 python -m benchmarks.gpu $QUICK --out "$OUT/gpu-resnet50.json"
 # issue #15: images/s at 1 % error, rtol mode against Captum at the steps it needs (fp32)
 python -m benchmarks.gpu_rtol --out "$OUT/gpu-rtol.json" || echo "gpu_rtol failed"
+# issue #16: generation attribution (equal steps and equal accuracy) and the text job, on the GPU
+python -m benchmarks.text_generation --case steps accuracy --hidden 64 128 --device cuda --no-inseq \
+  --out "$OUT/gpu-text-generation.json" || echo "text_generation failed"
+python -m benchmarks.text_job --texts 300 --tune 50 --rounds 1 --captum-batches 1,8,32 --device cuda \
+  --out "$OUT/gpu-text-job.json" || echo "text_job failed"
 echo "results in $OUT"

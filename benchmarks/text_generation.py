@@ -1,4 +1,4 @@
-"""CPU benchmark: generation attribution, pathattr against Captum's LLMGradientAttribution and Inseq's IG.
+"""Generation attribution benchmark (CPU; --device cuda on a GPU): pathattr against Captum's LLMGradientAttribution and Inseq's IG.
 
     python -m benchmarks.text_generation [--case steps accuracy] [--repeat 5] [--steps 50]
         [--hidden 64 128] [--layers 2] [--rtol 0.01] [--out benchmarks/results/text-generation-cpu-DATE.json]
@@ -71,8 +71,14 @@ def _inseq(model, tok):
         return None
 
 
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _interleaved(providers, repeat: int, warmup: int):
-    """Round-robin samples of every provider: (CPU seconds, wall seconds) lists per provider."""
+    """Round-robin samples of every provider: (CPU seconds, wall seconds) lists per provider
+    (on a GPU each call synchronised, so its wall time is the device's)."""
     for fn in providers.values():
         for _ in range(warmup):
             fn()
@@ -80,8 +86,10 @@ def _interleaved(providers, repeat: int, warmup: int):
     wall = {k: [] for k in providers}
     for _ in range(repeat):
         for k, fn in providers.items():
+            _sync()
             c0, w0 = time.process_time(), time.perf_counter()
             fn()
+            _sync()
             cpu[k].append(time.process_time() - c0)
             wall[k].append(time.perf_counter() - w0)
     return cpu, wall
@@ -152,7 +160,7 @@ def _accuracy_case(name, model, model64, p_ids, cont, prompt, tok, a, inseq_mode
     samples, other = (cpu, wall) if a.clock == "process" else (wall, cpu)
     case = f"{name}/h{model.config.hidden_size}-l{a.layers}/p{PROMPT}+{NEW}/equal-accuracy"
     for prov, smp in samples.items():
-        rows.append(Row(case, prov, 1, n if "rtol" not in prov else 0, "cpu", smp,
+        rows.append(Row(case, prov, 1, n if "rtol" not in prov else 0, model.device.type, smp,
                         extra={"clock": a.clock, "other_clock_median_s": round(sorted(other[prov])[len(other[prov]) // 2], 3)}))
     first = f"pathattr_rtol{a.rtol:g}"
     out = {
@@ -196,9 +204,14 @@ def main(argv=None):
     ap.add_argument("--no-inseq", action="store_true")
     ap.add_argument("--clock", choices=("process", "wall"), default="process")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: the models and ids there; "
+                                                    "on cuda the clock is wall time, each call synchronised")
     ap.add_argument("--out", type=Path,
                     default=Path(f"benchmarks/results/text-generation-cpu-{datetime.date.today().isoformat()}.json"))
     a = ap.parse_args(argv)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        a.clock = "wall"  # CPU time says nothing of the device's work
     warnings.filterwarnings("ignore")
     torch.set_num_threads(a.threads)
     load_start = list(os.getloadavg())
@@ -208,10 +221,12 @@ def main(argv=None):
     prompt = tm.random_texts(1, PROMPT, PROMPT, seed=7)[0]
     rows, summary = [], {}
     for name, model, hidden in ((nm, m, h) for h in a.hidden for nm, m in _models(h, a.layers).items()):
-        p_ids = torch.tensor(tok(prompt)["input_ids"])
+        model = model.to(dev)
+        p_ids = torch.tensor(tok(prompt)["input_ids"], device=dev)
         assert p_ids.numel() == PROMPT
         with torch.no_grad():
-            cont = model.generate(input_ids=p_ids.view(1, -1), attention_mask=torch.ones(1, PROMPT, dtype=torch.long),
+            cont = model.generate(input_ids=p_ids.view(1, -1),
+                                  attention_mask=torch.ones(1, PROMPT, dtype=torch.long, device=dev),
                                   max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)[0, PROMPT:]
         llm = LLMGradientAttribution(LayerIntegratedGradients(model, model.get_input_embeddings()), tok)
         inp = TextTokenInput(prompt, tok)
@@ -224,7 +239,7 @@ def main(argv=None):
         }
         im = None if a.no_inseq else _inseq(model, tok)
         if "accuracy" in a.case:
-            model64 = _models(hidden, a.layers)[name].double()
+            model64 = _models(hidden, a.layers)[name].double().to(dev)
             _accuracy_case(name, model, model64, p_ids, cont, prompt, tok, a, im, rows, summary)
         if "steps" not in a.case:
             continue
@@ -239,7 +254,7 @@ def main(argv=None):
         samples, other = (cpu, wall) if a.clock == "process" else (wall, cpu)
         case = f"{name}/h{hidden}-l{a.layers}/p{PROMPT}+{NEW}"
         for prov, s in samples.items():
-            rows.append(Row(case, prov, 1, a.steps, "cpu", s,
+            rows.append(Row(case, prov, 1, a.steps, dev.type, s,
                             extra={"clock": a.clock, "other_clock_median_s": round(sorted(other[prov])[len(other[prov]) // 2], 3)}))
         summary[case] = {
             "clock": a.clock,

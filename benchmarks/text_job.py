@@ -48,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/
 from .harness import environment  # noqa: E402
 
 
+DEVICE = "cpu"  # --device: where the model, Captum's loop and the job run (each provider ends on the host)
+
+
 def make_model(num_labels: int = 3, init_range: float = 0.02):
     """The random BERT; init_range: the std of its random weights (0.02: BERT's default, a
     nearly linear model along the path; larger: more curvature, harder to integrate)."""
@@ -82,14 +85,17 @@ def captum_loop(model, tok, texts, labels, steps, batch, sort, maps: bool = Fals
     order = sorted(range(len(texts)), key=lambda i: len(texts[i].split())) if sort else list(range(len(texts)))
     out = [None] * len(texts)
     special = torch.tensor([tok.cls_token_id, tok.sep_token_id])
+    dev = next(model.parameters()).device
     for s in range(0, len(order), batch):
         idx = order[s:s + batch]
         enc = tok([texts[i] for i in idx], padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        base = torch.where(torch.isin(ids, special), ids, torch.full_like(ids, tok.pad_token_id))
+        ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+        base = torch.where(torch.isin(ids, special.to(dev)), ids, torch.full_like(ids, tok.pad_token_id))
         attr = lig.attribute(ids, baselines=base, additional_forward_args=(mask,),
-                             target=torch.tensor([labels[i] for i in idx]), n_steps=steps, method="gausslegendre")
-        attr = attr.detach() if maps else attr.sum(-1).detach()
+                             target=torch.tensor([labels[i] for i in idx], device=dev), n_steps=steps,
+                             method="gausslegendre")
+        attr = (attr.detach() if maps else attr.sum(-1).detach()).cpu()
+        mask = mask.cpu()
         for j, i in enumerate(idx):
             out[i] = attr[j][mask[j].bool()].double().numpy()
     return out
@@ -99,7 +105,7 @@ def run_the_job(folder, data, steps, out, rtol=None, **kw):
     from pathattr.apps.job import JobConfig, run_job
 
     cfg = JobConfig(out=str(out), model=str(folder), data=str(data), method="ig", steps=steps, target="label",
-                    label_field="label", quiet=True, method_settings={} if rtol is None else {"rtol": rtol}, **kw)
+                    label_field="label", quiet=True, device=DEVICE, method_settings={} if rtol is None else {"rtol": rtol}, **kw)
     return run_job(cfg)
 
 
@@ -121,6 +127,7 @@ class Bench:
         self.folder = self.tmp / "tiny-bert"
         self.model.save_pretrained(self.folder)
         self.tok.save_pretrained(self.folder)
+        self.model.to(DEVICE)
         self.data = self.tmp / "texts.jsonl"
         self.data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
                                      for t, y in zip(self.texts, self.labels)))
@@ -224,6 +231,7 @@ def part_accuracy(bench, out, batches):
     st, sy = [bench.texts[i] for i in idx], [bench.labels[i] for i in idx]
     m64 = make_model(init_range=a.init_range).double()
     m64.load_state_dict(bench.model.state_dict())
+    m64.to(DEVICE)
     t0 = time.perf_counter()
     ref = captum_loop(m64, bench.tok, st, sy, a.ref_steps, 8, True, maps=True)
     half = captum_loop(m64, bench.tok, st, sy, a.ref_steps // 2, 8, True, maps=True)
@@ -260,11 +268,11 @@ def part_accuracy(bench, out, batches):
         err, serr = [], []
         for j in range(len(st)):
             keep = res.attention_mask[j].bool()
-            mp = res.embeddings[j][keep].detach().double().numpy()
+            mp = res.embeddings[j][keep].detach().double().cpu().numpy()
             err.append(rel_l2(mp, ref[j]))
             serr.append(rel_l2(mp.sum(-1), ref_scores[j]))
-        est = res.error_estimate.double().numpy()
-        ne = res.n_evaluations.numpy()
+        est = res.error_estimate.double().cpu().numpy()
+        ne = res.n_evaluations.cpu().numpy()
         rt = {"rtol": a.rtol, "min_steps": ms or 17, "fraction_within": float(np.mean(np.array(err) <= a.accuracy)),
               "median_error": float(np.median(err)), "max_error": max(err),
               "scores_fraction_within": float(np.mean(np.array(serr) <= a.accuracy)),
@@ -290,7 +298,7 @@ def part_accuracy(bench, out, batches):
             from pathattr.apps.job import JobConfig, run_job
 
             cfg = JobConfig(out=str(bench.tmp / f"rtol-{ms}-{r}"), model=str(bench.folder), data=str(bench.data),
-                            method="ig", target="label", label_field="label", quiet=True, chunk_size=cs,
+                            method="ig", target="label", label_field="label", quiet=True, chunk_size=cs, device=DEVICE,
                             method_settings={"rtol": a.rtol, **extra})
             manifests[ms, r] = run_job(cfg)
         return fn
@@ -346,8 +354,11 @@ def main(argv=None) -> None:
     p.add_argument("--init-range", type=float, default=0.02,
                    help="std of the random BERT's weights (0.02: BERT's default, as before; larger: more curvature)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: the model, Captum's loop and the job there")
     p.add_argument("--out", default=f"benchmarks/results/text-job-rtol-cpu-{datetime.date.today().isoformat()}.json")
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     bench = Bench(args)
