@@ -170,3 +170,52 @@ def test_serve_a_masked_lm_needs_a_mask_in_each_instance(mlm_folder):
     assert targets == [spec.text_model.tokenizer.convert_tokens_to_ids("dog")]
     svc.warmup()  # a masked LM warms up on a text with a mask token
     assert svc.ready, svc.warmup_error
+
+
+FACTORY = '''
+import torch
+from text_models import bert_classifier
+
+
+class Classifier(torch.nn.Module):
+    """A user's own wrapper: its class name says no task."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = bert_classifier()
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+
+def make():
+    return Classifier().eval()
+'''
+
+
+def test_a_factory_model_whose_class_says_no_task_is_a_classifier(tmp_path, monkeypatch, mlm_folder):
+    """--task auto on a module:factory wrapper: a sequence classifier, as the apps always
+    took it (the library's task="auto" asks for the task instead)."""
+    import pathattr.text as pt
+
+    (tmp_path / "user_text_model.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    texts = random_texts(4, 2, 6, seed=8)
+    manifest, run = _run(tmp_path / "job", "user_text_model:make", texts, tokenizer=str(mlm_folder))
+    assert manifest["complete"]
+    import json
+    assert json.loads((run / "run.json").read_text())["identity"]["task"] == "sequence_classification"
+    import user_text_model
+
+    model = user_text_model.make().double()
+    direct = pt.attribute_tokens(model, texts, tokenizer=pt.load_pretrained(str(mlm_folder))[1], method="ig",
+                                 n_steps=STEPS, task="sequence_classification")
+    for i, item in enumerate(_items(run, len(texts))):
+        assert item["target"] == int(direct.target[i]) and "position" not in item
+        assert_close(np.asarray(item["scores"], dtype=np.float64), direct.text(i)["scores"], rtol=1e-6, atol=1e-8,
+                     what=f"factory text {i}")
+    spec = load_text_spec("user_text_model:make", tokenizer=str(mlm_folder))
+    assert spec.task == "sequence_classification" and not spec.language_model

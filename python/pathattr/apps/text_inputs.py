@@ -238,6 +238,17 @@ def load_text_model(model: Optional[str], tokenizer: Optional[str] = None,
     return TextModel(net.eval(), tok, desc, tok_desc, name)
 
 
+def app_task(model, task: str) -> str:
+    """The job's and the service's task: as given; for "auto" the model's class name says it,
+    and a class whose name does not (a module:factory wrapper) is a sequence classifier, as
+    these apps always took it."""
+    from ..text.tasks import resolve_task, task_of_class_name
+
+    if task == "auto" and task_of_class_name(type(model).__name__) is None:
+        return "sequence_classification"
+    return resolve_task(model, task)
+
+
 def check_settings(method: str, settings: dict) -> None:
     """--set / --steps / --internal-batch-size keys that neither attribute_tokens nor the
     method's settings know: refused by name before anything is loaded."""

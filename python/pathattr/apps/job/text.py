@@ -28,7 +28,6 @@ import torch
 
 from ... import __version__, methods
 from ...engine.checks import check_tolerance
-from ...text.tasks import resolve_task
 from .. import text_inputs as ti
 from . import dist as dist_mod
 from .config import JobConfig, JobError
@@ -98,7 +97,7 @@ class TextJob(_Job):
         where = lambda i: f"--data {cfg.data} line {data.lines[i]}"  # noqa: E731
         self.ids, self.cut = ti.encode(tm, data.texts[:self.n], self.max_length, where)
         try:
-            self.task = resolve_task(tm.model, cfg.task)
+            self.task = ti.app_task(tm.model, cfg.task)
         except ValueError as exc:
             raise JobError(_flag_names(str(exc))) from None
         if self.task != "sequence_classification":

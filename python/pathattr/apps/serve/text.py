@@ -52,11 +52,9 @@ class TextModelSpec:
     task: str = "auto"  # "auto": from the model's class name (pathattr.text.tasks)
 
     def __post_init__(self):
-        from ...text.tasks import resolve_task
-
         if not isinstance(self.name, str) or not self.name or "/" in self.name or ":" in self.name:
             raise ValueError(f"name must be a non-empty string without '/' or ':', got {self.name!r}")
-        self.task = resolve_task(self.model, self.task)
+        self.task = ti.app_task(self.model, self.task)
 
     @property
     def model(self):
