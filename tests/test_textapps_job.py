@@ -9,10 +9,8 @@ message naming the flag and the line.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from pathattr.apps.job import JobConfig, run_job  # noqa: E402
 from pathattr.apps.job import text as job_text  # noqa: E402
 from pathattr.apps.job.report import write_report  # noqa: E402
 from pathattr.apps.job.text import read_text_item  # noqa: E402
-from textapps_data import model_folder, row as _row, texts, write_csv, write_jsonl  # noqa: E402
+from textapps_data import kill_after_first_chunk, model_folder, row as _row, texts, write_csv, write_jsonl  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -199,15 +197,7 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_store(reference, folder,
            str(data[2]), "--method", "ig", "--steps", str(STEPS), "--chunk-size", str(CHUNK), "--batch-size", "4",
            "--dtype", "fp64", "--target", "label", "--label-field", "label", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    end = time.monotonic() + 120
-    while not (out / "chunks" / "chunk-000001.json").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < end
-        time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert not (out / "manifest.json").exists()
+    kill_after_first_chunk(cmd, out, env)
     done = sorted(p.name for p in (out / "chunks").glob("chunk-*.json"))
     rerun = subprocess.run(cmd + ["--log-json"], capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr

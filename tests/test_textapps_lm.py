@@ -8,7 +8,6 @@ as a sequence classifier with a random head); what a language model cannot take 
 targets, a token id past the vocabulary, a masked-LM text without a mask) stops before any
 model call, naming the flag, the line or the instance.
 """
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,10 @@ from pathattr.apps.cli import main  # noqa: E402
 from pathattr.apps.job import JobConfig, run_job  # noqa: E402
 from pathattr.apps.job.config import JobError  # noqa: E402
 from pathattr.apps.job.text import read_text_item  # noqa: E402
-from pathattr.apps.serve import ServerThread, TextExplanationService, build_app, load_text_spec  # noqa: E402
+from pathattr.apps.serve import TextExplanationService, load_text_spec  # noqa: E402
 from pathattr.apps.serve.codec import BadRequest  # noqa: E402
 from text_models import VOCAB, bert_masked_lm, gpt2, random_texts, word_tokenizer  # noqa: E402
-from textapps_data import write_jsonl  # noqa: E402
+from textapps_data import served, write_jsonl  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -129,11 +128,7 @@ def test_task_flag_belongs_to_text_data(capsys, tmp_path):
 def lm_service(gpt2_folder):
     spec = load_text_spec(str(gpt2_folder), dtype="fp64")
     svc = TextExplanationService(spec, "ig", max_batch=4, max_wait_ms=50, attribute_kwargs={"n_steps": STEPS})
-    with ServerThread(build_app(svc)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
-        end = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < end, client.get("/readyz").text
-            time.sleep(0.02)
+    with served(svc) as client:
         yield svc, client
 
 

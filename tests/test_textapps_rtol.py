@@ -27,7 +27,7 @@ import zarr  # noqa: E402
 from pathattr.apps.cli import main  # noqa: E402
 from pathattr.apps.job import text as job_text  # noqa: E402
 from pathattr.apps.job.text import read_text_item  # noqa: E402
-from textapps_data import model_folder, texts, write_jsonl  # noqa: E402
+from textapps_data import kill_after_first_chunk, model_folder, served, texts, write_jsonl  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -197,7 +197,6 @@ def test_sigkilled_rtol_run_resumes_to_the_uninterrupted_store(folder, tmp_path)
     """The CLI killed with SIGKILL after its second chunk, rerun: the store (scores and the
     per-text evaluations, estimates, convergence) equals an uninterrupted run's file for file."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -206,15 +205,7 @@ def test_sigkilled_rtol_run_resumes_to_the_uninterrupted_store(folder, tmp_path)
     assert _one_thread(main, _flags(ref, folder, path, "ig", "--rtol", str(RTOL), "--quiet")) == 0
     cmd = [sys.executable, "-m", "pathattr"] + _flags(out, folder, path, "ig", "--rtol", str(RTOL), "--quiet")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    end = time.monotonic() + 120
-    while not (out / "chunks" / "chunk-000001.json").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < end
-        time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert not (out / "manifest.json").exists()
+    kill_after_first_chunk(cmd, out, env)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
     a, b = _store_files(out), _store_files(ref)
@@ -302,16 +293,12 @@ def test_attribute_tokens_deadline_stops_refining_after_the_first_round(hf):
 
 @pytest.fixture(scope="module")
 def server(folder):
-    httpx = pytest.importorskip("httpx")
-    from pathattr.apps.serve import ServerThread, TextExplanationService, build_app, load_text_spec
+    pytest.importorskip("httpx")
+    from pathattr.apps.serve import TextExplanationService, load_text_spec
 
     spec = load_text_spec(str(folder), dtype="fp64")
     svc = TextExplanationService(spec, "idg", max_batch=8, max_wait_ms=50, attribute_kwargs={"n_steps": 2})
-    with ServerThread(build_app(svc)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
-        end = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < end, client.get("/readyz").text
-            time.sleep(0.02)
+    with served(svc) as client:
         yield svc, client
 
 

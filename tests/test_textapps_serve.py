@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
 from pathattr.apps.serve import ServerThread, TextExplanationService, build_app, load_text_spec  # noqa: E402
-from textapps_data import model_folder, row as _row, texts  # noqa: E402
+from textapps_data import model_folder, row as _row, served, texts  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -33,11 +33,7 @@ def server(folder):
     spec = load_text_spec(str(folder), dtype="fp64")
     svc = TextExplanationService(spec, "ig", max_batch=MAX_BATCH, max_wait_ms=150, max_body_bytes=1 << 16,
                                  attribute_kwargs={"n_steps": STEPS})
-    with ServerThread(build_app(svc)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
-        end = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < end, client.get("/readyz").text
-            time.sleep(0.02)
+    with served(svc) as client:
         yield svc, client
 
 

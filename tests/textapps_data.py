@@ -1,8 +1,13 @@
 """A tiny Hugging Face model folder and text files for the text job / serve tests
 (test_textapps_*.py): tests/text_models.py's random BERT classifier and word tokenizer,
 saved with save_pretrained (nothing downloaded)."""
+import contextlib
 import csv
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from text_models import bert_classifier, random_texts, word_tokenizer
@@ -45,3 +50,33 @@ def write_csv(path: Path, header, rows) -> Path:
         w.writerow(header)
         w.writerows(rows)
     return Path(path)
+
+
+@contextlib.contextmanager
+def served(service):
+    """A real uvicorn server for `service` on a free loopback port and an httpx client,
+    yielded once /readyz says 200 (its warm-up done)."""
+    import httpx
+
+    from pathattr.apps.serve import ServerThread, build_app
+
+    with ServerThread(build_app(service)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
+        end = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < end, client.get("/readyz").text
+            time.sleep(0.02)
+        yield client
+
+
+def kill_after_first_chunk(cmd, out: Path, env) -> None:
+    """Run `cmd` (a `pathattr attribute` command writing into `out`), SIGKILL it once its
+    second chunk is committed, and check that the run did not finish."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    end = time.monotonic() + 120
+    while not (Path(out) / "chunks" / "chunk-000001.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (Path(out) / "manifest.json").exists()
