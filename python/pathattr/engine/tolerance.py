@@ -24,11 +24,11 @@ bisected) but is left out of the estimate, where it overstates maps whose featur
 cancel. An input is refined until its estimate is <= SAFETY * rtol * |A| (a margin for
 the estimate's spread) and, in output units, its intervals' absolute completeness
 residuals add up to at most COMPLETENESS_STOP * max(rtol, COMPLETENESS_STOP_MIN) * TV
-(TV = sum |F(b) - F(a)|, for IG the larger of TV and |A|_1; intervals narrower than COMPLETENESS_MIN_WIDTH left out, so that
-an output jump the gradient does not see stops mattering after ten bisections): a feature
-narrower than the samples' spacing, e.g. a ReLU bump between two samples, leaves the
-embedded rules agreeing but not the output's change. It is
-reported converged when the estimate is <= rtol * |A|. Unconverged
+(TV = sum |F(b) - F(a)|, for IG the larger of TV and |A|_1; intervals narrower than
+COMPLETENESS_MIN_WIDTH left out, so that an output jump the gradient does not see stops
+mattering after ten bisections): a feature narrower than the samples' spacing, e.g. a ReLU
+bump between two samples, leaves the embedded rules agreeing but not the output's change.
+It is reported converged when the estimate is <= rtol * |A|. Unconverged
 inputs get their worst intervals bisected (the C++ scheduler's bulk marking,
 csrc/refine.cpp): four new samples per bisection, every earlier sample kept. Rows of
 all inputs share the engine's chunks (PathEngine.ragged). Memory: one integrand row
@@ -53,7 +53,6 @@ SMOOTH_RESIDUAL = 0.25  # smooth also needs |S2 - S1| <= this * |T4 - T2|: Richa
 ROUGH_FLOOR = 0.25  # the rough error's norm is at least this * |T2 - T1|
 SAFETY = 0.5  # refine until the estimate is <= SAFETY * rtol (converged: <= rtol)
 ESTIMATE_SCALE = 0.5  # the rule's estimate runs ~2x high (median, benchmarks/accuracy.py): reported scaled
-COMPLETENESS_WEIGHT = 0.0  # the completeness residual drives refinement only (in the estimate it overstates maps that cancel)
 COMPLETENESS_STOP = 1.0  # refine until sum |completeness residual| <= this * rtol * TV (None: no such test)
 COMPLETENESS_STOP_MIN = 0.003  # ... with rtol no smaller than this there: the test is for gross misses (aliasing)
 COMPLETENESS_MIN_WIDTH = 2.0 ** -10  # ... counting intervals at least this wide (narrower features are past its reach)
@@ -192,12 +191,14 @@ def integrate(engine, batch: PathBatch, *, scaled: bool, rtol: float, min_steps:
             resid = torch.zeros_like(resid)
         tv = _per_input(dF, owner_t, B)
         scale = norm / torch.where(tv > 0, tv, torch.ones_like(tv))  # map units per unit of unexplained output
-        # the error vectors summed (what cancels between intervals cancels in the true error
-        # too), but never below their root-sum-square (noisy rough intervals must not cancel)
+        # the error vectors summed, never below their root-sum-square (RSS_FLOOR: estimated
+        # errors that happen to cancel between intervals need not cancel in the true error)
         en = error.norm(dim=1)
-        vec_err = torch.maximum(_per_input(error, owner_t, B).norm(dim=1), RSS_FLOOR * _per_input(en * en, owner_t, B).sqrt())
-        comp_err = _per_input(resid, owner_t, B).abs() * scale
-        est = ESTIMATE_SCALE * torch.maximum(vec_err, COMPLETENESS_WEIGHT * comp_err)
+        rss = _per_input(en * en, owner_t, B).sqrt()
+        vec_err = torch.maximum(_per_input(error, owner_t, B).norm(dim=1), RSS_FLOOR * rss)
+        # the completeness residual is left out of the estimate: in map units it overstates
+        # maps whose features cancel; it steers refinement (eta) and gates the stop instead
+        est = ESTIMATE_SCALE * vec_err
         rel = torch.where(norm > 0, est / torch.where(norm > 0, norm, torch.ones_like(norm)),
                           torch.where(est > 0, torch.full_like(est, math.inf), torch.zeros_like(est)))
         # rounding: no map computed in this arithmetic is better than its epsilon, and no
