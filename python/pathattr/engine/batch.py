@@ -92,6 +92,16 @@ class PathBatch:
             self._rows2d = (fastpath.as_rows(self.x, self.size, D), fastpath.as_rows(self.baseline, self.baseline.shape[0], D))
         return self._rows2d
 
+    def points_at(self, examples: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        """Path points x'_e + a (x_e - x'_e) for rows (example e, alpha a) of any inputs (the
+        ragged rows of rtol mode), computed in the accumulator dtype, returned in x's:
+        (n, *shape). alphas: (n,) in the accumulator dtype, on x's device."""
+        _, b2 = self.rows2d()
+        D = self.features
+        base = b2.expand(examples.shape[0], D) if b2.shape[0] == 1 else b2[examples]
+        p = torch.addcmul(base.to(self.acc_dtype), alphas[:, None], self.diff().view(self.size, D)[examples])
+        return p.to(self.x.dtype).view((examples.shape[0],) + tuple(self.x.shape[1:]))
+
     def row_examples(self, start: int, n: int, S: int) -> torch.Tensor:
         """The example index of path rows [start, start + n) (rows are example-major)."""
         return torch.arange(start, start + n, device=self.x.device) // S

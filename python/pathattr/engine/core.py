@@ -351,7 +351,6 @@ class PathEngine:
         dev = batch.x.device
         D = batch.features
         acc = batch.acc_dtype
-        x2, b2 = batch.rows2d()
         d2 = batch.diff().view(batch.size, D)
         ex = examples.to(dev)
         a = alphas.to(device=dev, dtype=acc)
@@ -359,14 +358,11 @@ class PathEngine:
         values = torch.empty(R, dtype=acc, device=dev)
         importance = torch.empty(R, dtype=acc, device=dev)
         rows = torch.empty((R, D), dtype=acc, device=dev)
-        shape = tuple(batch.x.shape[1:])
         runner = self.runner
 
         def step(s, n):
             e = ex[s:s + n]
-            base = b2.expand(n, D) if b2.shape[0] == 1 else b2[e]
-            p = torch.addcmul(base.to(acc), a[s:s + n, None], d2[e]).to(batch.x.dtype).view((n,) + shape)
-            p.requires_grad_(True)
+            p = batch.points_at(e, a[s:s + n]).requires_grad_(True)
             out = self.check_output(runner.call(p, batch.args_for(e) if batch.args else ()), n, batch)
             if s == 0 and not runner.capturing:
                 self.check_target(batch, out)

@@ -262,9 +262,6 @@ def _to_tolerance(engine, batch, cfg, neuron_rows) -> AttributionResult:
     from ..engine import tolerance
 
     dev, acc, D = batch.x.device, batch.acc_dtype, batch.features
-    x2, b2 = batch.rows2d()
-    d2 = batch.diff().view(batch.size, D)
-    shape = tuple(batch.x.shape[1:])
     runner = engine.runner
 
     def evaluate(examples, alphas):
@@ -275,9 +272,7 @@ def _to_tolerance(engine, batch, cfg, neuron_rows) -> AttributionResult:
 
         def step(s, n):
             e = ex[s:s + n]
-            base = b2.expand(n, D) if b2.shape[0] == 1 else b2[e]
-            points = torch.addcmul(base.to(acc), a[s:s + n, None], d2[e]).to(batch.x.dtype).view((n,) + shape)
-            return neuron_rows(points, e, s == 0)
+            return neuron_rows(batch.points_at(e, a[s:s + n]), e, s == 0)
 
         def keep(s, n, r):
             hshape, jv, g, f = r
