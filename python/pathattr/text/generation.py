@@ -24,6 +24,7 @@ from ..engine import schedule as schedules
 from ..engine.checks import check_bool, check_choice, check_positive_int, check_tolerance
 from ..engine.runner import ModelRunner, outside_inference_mode
 from ..layers.hooks import LayerReplaced, activations
+from ..methods.common import completeness_gap
 from .baselines import check_baseline_arg, pinned, token_id
 from .generation_rtol import integrate_to_tolerance
 from .inputs import check_ids, input_embeddings, vocab_size
@@ -266,8 +267,7 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     total = attr.to(acc_dtype).sum((1, 2))
     delta = total - (f[0] - f[1])
     if not tol:  # docs/methods.md §14 "Without rtol": the relative completeness gap
-        change = (f[0] - f[1]).abs()
-        details["error_estimate"] = delta.abs() / torch.where(change > 0, change, torch.ones_like(change))
+        details["error_estimate"] = completeness_gap(delta, f[0], f[1])
     tokens = None
     if tokenizer is not None and callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
         tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
