@@ -159,7 +159,7 @@ ALLOWED = {
     ("certainty/model.py", "train_certainty_model"),  # training, not attribution
     ("layers/hooks.py", "forward"),  # LayerReplaced: a model of h that the engine's runner calls
     # pathattr.text's models of the explained number (the runner calls them: tests/test_text_tokens.py)
-    ("text/tasks.py", "forward"), ("text/generation.py", "forward"),
+    ("text/tasks.py", "forward"), ("text/teacher_forced.py", "forward"), ("text/segments.py", "forward"),
 }
 
 

@@ -14,6 +14,7 @@ captum_attr = pytest.importorskip("captum.attr")
 
 import pathattr.text as pt  # noqa: E402
 import text_models as tm  # noqa: E402
+from pathattr.text import segments  # noqa: E402
 
 P, T = 7, 5
 UNK = 1  # [UNK]: a non-zero embedding (Llama's pad row is zero: a kink at alpha = 0, see §15)
@@ -79,12 +80,15 @@ def test_forwards_are_shared_and_counted(make, seed, monkeypatch):
 
     model, p, c = _case(make, seed)
     rows_seen, cols_seen = [], []
+    # a forward is one call, or consecutive calls over causal segments (text/segments.py): count
+    # the calls that start one (no key/value cache passed in)
     h = model.register_forward_pre_hook(lambda m, a, kw: rows_seen.append(
-        (kw.get("input_ids") if kw.get("input_ids") is not None else a[0]).shape[0]), with_kwargs=True)
+        (kw.get("input_ids") if kw.get("input_ids") is not None else a[0]).shape[0])
+        if kw.get("cache") is None else None, with_kwargs=True)
     real = ModelRunner.backward_columns
 
     def counted(self, f, wrt, columns=None):
-        cols_seen.append(f.shape[1] if columns is None else len(columns))
+        cols_seen.append(segments.columns(f).shape[1] if columns is None else len(columns))
         return real(self, f, wrt, columns)
 
     monkeypatch.setattr(ModelRunner, "backward_columns", counted)
@@ -93,7 +97,9 @@ def test_forwards_are_shared_and_counted(make, seed, monkeypatch):
     finally:
         h.remove()
     total = int(res.n_evaluations.sum())
-    assert sum(rows_seen) == res.n_forward + 4  # + h(x), h(x'), and F at both ends (one call of 2 rows)
+    assert res.settings["segments"] > 1
+    # + h(x), h(x'), and F at both ends (one call of 2 rows), once more in segments (their check)
+    assert sum(rows_seen) == res.n_forward + 6
     assert sum(cols_seen) == res.n_backward
     assert res.n_forward < total  # a forward serves every target that asked for its point
     assert res.n_forward >= int(res.n_evaluations.max())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -141,37 +141,53 @@ class ModelRunner:
         with stage("backward", True):
             return torch.autograd.grad(f.sum(), wrt, allow_unused=True)[0]
 
-    def backward_columns(self, f: torch.Tensor, wrt: torch.Tensor,
+    def backward_columns(self, f: Union[torch.Tensor, Sequence[torch.Tensor]], wrt: torch.Tensor,
                          columns: Optional[Sequence[int]] = None) -> torch.Tensor:
         """d f[:, k] / d wrt for every column k of f (rows, T): (T, *wrt.shape), zeros where a
         column does not depend on wrt. columns: only these k, in this order ((len, *wrt.shape));
         generation attribution's rtol rounds ask a chunk for the targets that need its points.
+        f may also be column blocks (rows, m_j), side by side the (rows, T) values: column k's
+        backward then starts from its own block, so autograd runs only the graph that block
+        depends on (text/segments.py), not every block's through a concatenation.
 
-        Default: T backward passes over the same graph. With batched_columns, one backward
-        batched over the T columns (autograd's is_grads_batched: vmap over one-hot cotangents),
-        falling back to the loop (for this runner) where an op has no batching rule. Measured
-        on this project's CPU, one thread, CPU time (text/generation.py, hidden 128, P=32,
-        T=16, 50 points): loop 0.76 s / batched 1.65 s on a tiny GPT-2, 0.61 / 0.97 s on a
-        tiny Llama; so the loop is the default (on a GPU the batched form may win: unmeasured)."""
-        cols = list(range(f.shape[1])) if columns is None else [int(k) for k in columns]
+        Default: one backward pass per column over the same graph. With batched_columns, one
+        backward per block batched over its columns (autograd's is_grads_batched: vmap over
+        one-hot cotangents), falling back to the loop (for this runner) where an op has no
+        batching rule. Measured on this project's CPU, one thread, CPU time (text/generation.py,
+        hidden 128, P=32, T=16, 50 points): loop 0.76 s / batched 1.65 s on a tiny GPT-2,
+        0.61 / 0.97 s on a tiny Llama; so the loop is the default (on a GPU the batched form
+        may win: unmeasured)."""
+        blocks = list(f) if isinstance(f, (list, tuple)) else [f]
+        place = [(i, j) for i, b in enumerate(blocks) for j in range(b.shape[1])]  # column k -> (its block, index there)
+        cols = list(range(len(place))) if columns is None else [int(k) for k in columns]
         T = len(cols)
-        if not f.requires_grad or not T:
-            return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device)
+        out = torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device)
+        live = [i for i, k in enumerate(cols) if blocks[place[k][0]].requires_grad]
+        if not live:
+            return out
         with stage("backward", self.ranges) if self.ranges else contextlib.nullcontext():
             if self.batched_columns:
-                eye = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)[cols].view(T, 1, -1).expand(T, f.shape[0], -1)
                 try:
-                    g = torch.autograd.grad(f, wrt, eye, is_grads_batched=True, retain_graph=True,
-                                            allow_unused=True)[0]
+                    for b in sorted({place[cols[i]][0] for i in live}):
+                        mine = [i for i in live if place[cols[i]][0] == b]
+                        blk = blocks[b]
+                        eye = torch.eye(blk.shape[1], dtype=blk.dtype, device=blk.device)
+                        cot = eye[[place[cols[i]][1] for i in mine]].view(len(mine), 1, -1).expand(-1, blk.shape[0], -1)
+                        g = torch.autograd.grad(blk, wrt, cot, is_grads_batched=True, retain_graph=True,
+                                                allow_unused=True)[0]
+                        if g is not None:
+                            out[mine] = g
+                    return out
                 except torch.OutOfMemoryError:
                     raise
                 except RuntimeError:  # no batching rule for some op: the loop below gives the same numbers
                     self.batched_columns = False
-                else:
-                    return torch.zeros((T,) + tuple(wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
-            grads = [torch.autograd.grad(f[:, k].sum(), wrt, allow_unused=True, retain_graph=i < T - 1)[0]
-                     for i, k in enumerate(cols)]
-            return torch.stack([torch.zeros_like(wrt) if g is None else g for g in grads])
+            for n, i in enumerate(live):
+                b, j = place[cols[i]]
+                g = torch.autograd.grad(blocks[b][:, j].sum(), wrt, allow_unused=True, retain_graph=n < len(live) - 1)[0]
+                if g is not None:
+                    out[i] = g
+            return out
 
     # ---------------------------------------------------------- chunking
     def rows(self, features: int, device_type: str, forward_only: bool = False, total: Optional[int] = None) -> int:

@@ -5,7 +5,9 @@ log-probability (or logit) F_k = log p(s_{P+k} | s_<P+k) is attributed to the to
 before it by IG in the embedding space of `model.get_input_embeddings()`. One forward
 of s[:-1] per path point gives every F_k at once (a causal model's position t sees only
 s_<=t); the T gradients of that forward come from T backward passes over its one graph
-(ModelRunner.backward_columns; its vmapped form was slower on CPU).
+(ModelRunner.backward_columns; its vmapped form was slower on CPU). Where the model takes
+a key/value cache, that forward runs in causal segments, so each token's backward skips
+what its value does not depend on (text/segments.py).
 With rtol, each token's row is refined to its own tolerance, the forwards shared
 (text/generation_rtol.py).
 The model runs only through ModelRunner (engine/runner.py), the path's chunks are the
@@ -23,13 +25,14 @@ from .. import methods
 from ..engine import schedule as schedules
 from ..engine.checks import check_bool, check_choice, check_positive_int, check_tolerance
 from ..engine.runner import ModelRunner, outside_inference_mode
-from ..layers.hooks import LayerReplaced, activations
+from ..layers.hooks import activations
 from ..methods.common import completeness_gap
 from .baselines import check_baseline_arg, pinned, token_id
 from .generation_rtol import integrate_to_tolerance
 from .inputs import check_ids, input_embeddings, vocab_size
 from .results import GenerationAttribution
-from .tasks import fast_forward_kwargs, logits_of, task_of_class_name
+from .teacher_forced import TeacherForced, Values
+from .tasks import task_of_class_name
 
 OUTPUTS = ("log_prob", "logit")
 # rtol's first round for generation (docs/methods.md §15): its points serve all T rows with one
@@ -38,27 +41,6 @@ OUTPUTS = ("log_prob", "logit")
 # one thread, CPU time, shared machine): 65 was 24-35 % faster than 17 (33: 8-27 %).
 RTOL_MIN_STEPS = 65
 ATTRIBUTE_TO = ("all", "prompt")
-
-
-class _Values(nn.Module):
-    """model(s[:-1]) -> (rows, T): the value of each continuation token at its position."""
-
-    def __init__(self, model: nn.Module, prompt_length: int, continuation: torch.Tensor, output: str):
-        super().__init__()
-        self.model = model
-        self.P = prompt_length
-        self.register_buffer("cont", continuation, persistent=False)
-        self.output = output
-        self.kw = fast_forward_kwargs(model, keep=continuation.numel())
-
-    def forward(self, input_ids):
-        T = self.cont.numel()
-        # positions P-1 .. N-2 predict the continuation: the last T of the N-1 inputs
-        logits = logits_of(self.model(input_ids=input_ids, **self.kw))[:, -T:]  # (rows, T, V)
-        if self.output == "log_prob":
-            logits = torch.log_softmax(logits, -1)
-        n = logits.shape[0]
-        return logits.gather(2, self.cont.view(1, T, 1).expand(n, T, 1)).squeeze(2)
 
 
 class _Generate(nn.Module):
@@ -235,7 +217,7 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     N, T = ids.numel(), c_ids.numel()
     base_ids, moving = _baseline(baseline, ids, P, attribute_to, tokenizer, model, keep_special_tokens, vocab)
     # -- the runs
-    values = _Values(model, P, c_ids, output)
+    values = Values(model, c_ids, output)
     ends = ModelRunner(values, None, ibs)
     x_in = ids[:-1].view(1, -1)
     h_x = activations(values, layer, x_in, (), False, ends)  # (1, N-1, E)
@@ -245,22 +227,24 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
         h_b = torch.where(moving[:-1].view(1, -1, 1), torch.zeros_like(h_x), h_x)
     else:
         h_b = activations(values, layer, base_ids[:-1].view(1, -1), (), False, ends)
-    path = ModelRunner(LayerReplaced(values, layer), None, ibs)
+    forced = TeacherForced(model, layer, P, c_ids, output, ibs)
+    path = forced.runner
     with torch.no_grad():
         f = path.call(torch.cat([h_x, h_b]), (x_in.expand(2, -1),))
     if not bool(torch.isfinite(f).all()):
         raise FloatingPointError("the model's values of the continuation at the prompt (or its baseline) are not "
                                  "finite (NaN/Inf)")
     acc_dtype = torch.float64 if h_x.dtype == torch.float64 else torch.float32
+    n_calls = forced.check_segments(torch.cat([h_x, h_b]), x_in.expand(2, -1), f)
     # row k sees positions < P + k only (causal); the rest is zeroed exactly
     seen = torch.arange(N - 1, device=h_x.device).view(1, -1) < (P + torch.arange(T, device=h_x.device)).view(-1, 1)
     if tol:
-        ref = integrate_to_tolerance(path, h_x, h_b, x_in, seen, tol, acc_dtype)
+        ref = integrate_to_tolerance(forced, h_x, h_b, x_in, seen, tol, acc_dtype)
         attr, details = ref.attr, dict(n_evaluations=ref.n_evaluations, error_estimate=ref.error_estimate,
                                        converged=ref.converged, n_forward=ref.n_forward, n_backward=ref.n_backward,
                                        rounds=ref.rounds, alphas=ref.alphas, weights=ref.weights)
     else:
-        acc, details = _integrate(path, h_x, h_b, x_in, T, cfg, acc_dtype)
+        acc, details = _integrate(forced, h_x, h_b, x_in, T, cfg, acc_dtype)
         attr = acc * (h_x[0] - h_b[0]).to(acc_dtype) * seen.unsqueeze(-1).to(acc_dtype)  # (T, N-1, E)
     attr = torch.cat([attr, attr.new_zeros(T, 1, attr.shape[-1])], 1).to(h_x.dtype)  # the last token is no source
     f = f.to(acc_dtype)
@@ -276,10 +260,10 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
         values=f[0], baseline_values=f[1], delta=delta, baseline_ids=base_ids, tokens=tokens,
         embeddings=attr if return_embeddings else None, output=output, attribute_to=attribute_to, method=m.NAME,
         settings=dict(tol if tol else cfg, baseline=baseline if isinstance(baseline, (str, int)) else "ids",
-                      keep_special_tokens=keep_special_tokens), **details)
+                      keep_special_tokens=keep_special_tokens, segments=n_calls), **details)
 
 
-def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor, T: int, cfg,
+def _integrate(forced: TeacherForced, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor, T: int, cfg,
                acc_dtype):
     """sum_s w_s dF_k/dh(h_b + alpha_s (h_x - h_b)) for every k: (T, N-1, E), and the counts
     (n_evaluations, n_forward, n_backward, rounds) of GenerationAttribution.
@@ -300,10 +284,7 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
 
     def step(s, n):
         pts = (h_b + alphas[s:s + n].view(n, 1, 1) * diff).requires_grad_(True)
-        f = runner.call(pts, (x_in.expand(n, -1),))
-        if not isinstance(f, torch.Tensor) or tuple(f.shape) != (n, T):
-            raise ValueError(f"internal: values of shape {tuple(getattr(f, 'shape', ()))}, expected ({n}, {T})")
-        return runner.backward_columns(f, pts)  # (T, n, N-1, E)
+        return forced.run(pts, x_in.expand(n, -1))[1]  # (T, n, N-1, E)
 
     def fold(s, n, grads):
         chunks[0] += 1
@@ -313,7 +294,7 @@ def _integrate(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: 
     # serves T backward passes, so its per-call overheads weigh T times. Measured on this
     # project's shared CPU (tiny GPT-2, hidden 128, P=32, T=16, 50 points, process time):
     # one chunk of 50 took 3.7 s, three chunks of 17 (the plain budget) 8.6 s.
-    runner.chunks(S, max(1, h_x[0].numel() // T), h_x.device.type, step, fold)
+    forced.runner.chunks(S, max(1, h_x[0].numel() // T), h_x.device.type, step, fold)
     if not bool(torch.isfinite(acc).all()):
         raise FloatingPointError("the model's gradients along the path from the baseline to the prompt are not "
                                  "finite (NaN/Inf)")

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from ..engine import tolerance
-from ..engine.runner import ModelRunner
+from .teacher_forced import TeacherForced
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Refined:
     weights: torch.Tensor  # (T, Smax) their weights in the final rule, 0-padded
 
 
-def integrate_to_tolerance(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor,
+def integrate_to_tolerance(forced: TeacherForced, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor,
                            seen: torch.Tensor, tol: dict, acc_dtype: torch.dtype) -> Refined:
     """Row k = IG of F_k to rtol: sum over k's samples of w * dF_k/dh(h_b + a (h_x - h_b)) * (h_x - h_b).
 
@@ -73,10 +73,7 @@ def integrate_to_tolerance(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Te
 
             def step(s, n, members=members, cols=cols):
                 pts = (h_b + a[members[s:s + n]].view(n, 1, 1) * diff).requires_grad_(True)
-                f = runner.call(pts, (x_in.expand(n, -1),))
-                if not isinstance(f, torch.Tensor) or tuple(f.shape) != (n, T):
-                    raise ValueError(f"internal: values of shape {tuple(getattr(f, 'shape', ()))}, expected ({n}, {T})")
-                return f.detach(), runner.backward_columns(f, pts, cols.tolist())
+                return forced.run(pts, x_in.expand(n, -1), cols.tolist())
 
             def keep(s, n, r, members=members, cols=cols):
                 f, grads = r  # grads (C, n, N-1, E): every (target, alpha) of the chunk was asked for
@@ -87,7 +84,7 @@ def integrate_to_tolerance(runner: ModelRunner, h_x: torch.Tensor, h_b: torch.Te
                 F[at.reshape(-1)] = f[:, cols].t().reshape(-1).to(acc_dtype)
 
             # the fixed rule's budget (generation.py): a point counted 1/C, its one graph serves C backwards
-            runner.chunks(members.numel(), max(1, h_x[0].numel() // cols.numel()), dev.type, step, keep)
+            forced.runner.chunks(members.numel(), max(1, h_x[0].numel() // cols.numel()), dev.type, step, keep)
         if not bool(torch.isfinite(rows).all()) or not bool(torch.isfinite(F).all()):
             raise FloatingPointError("the model's values or gradients along the path from the baseline to the prompt "
                                      "are not finite (NaN/Inf)")

@@ -21,7 +21,7 @@ from ..engine.deadline import resolve_deadline
 from ..engine.runner import ModelRunner, outside_inference_mode
 from ..layers.hooks import activations
 from ..layers.layer import _check_layer_call, run_on_activations
-from .baselines import baseline_ids, check_baseline_arg, pinned, token_id
+from .baselines import baseline_ids, check_baseline_arg, pinned
 from .buckets import length_buckets
 from .inputs import Padded, Rows, check_ids, encode, input_embeddings, pad_rows, vocab_size
 from .results import TokenAttribution
