@@ -36,11 +36,11 @@ def _runners(model, P, T, seed, rows=3):
 
 def test_bounds_cover_the_targets_in_short_segments():
     for first in (0, 3, 31):
-        for T in (1, 2, 5, 16, 17, 100):
+        for T, size in ((1, 1), (2, 1), (5, 3), (16, 8), (17, 6), (40, 8), (64, 8), (100, 13), (256, 32)):
             ends = segments.bounds(first, T)
             sizes = [b - a for a, b in zip([first] + ends[:-1], ends)]
             assert ends[-1] == first + T and all(s >= 1 for s in sizes)
-            assert max(sizes) == min(segments.SEGMENT_MAX, -(-T // segments.SEGMENTS_MIN))
+            assert max(sizes) == size and len(ends) <= segments.SEGMENTS_MAX
             assert all(s == sizes[0] for s in sizes[:-1])  # equal, the last the rest
 
 
@@ -67,21 +67,21 @@ def test_segments_give_the_single_forwards_values_and_gradients(make, P, T, seed
 
 def test_a_tokens_backward_skips_the_top_layer_of_other_segments(seed):
     model = tm.gpt2(seed=seed)  # 2 layers
-    P, T = 6, 16  # the prompt's first 5 positions, then 4 segments of 4 target positions
+    P, T = 6, 24  # the prompt's first 5 positions, then 3 segments of 8 target positions
     one, seg, pts, ids = _runners(model, P, T, seed)
     widths = []
     hook = model.transformer.h[-1].mlp.register_full_backward_hook(lambda m, gi, go: widths.append(go[0].shape[1]))
     try:
         p = pts.clone().requires_grad_(True)
-        for k in (0, 5, 15):  # a backward frees its graph: a forward each
+        for k in (0, 9, 23):  # a backward frees its graph: a forward each
             blocks = seg.call(p, (ids,))
             widths.clear()
             seg.backward_columns(blocks, p, [k])
-            assert widths == [4]  # the top layer's MLP ran once, over this token's own segment
+            assert widths == [8]  # the top layer's MLP ran once, over this token's own segment
         blocks = seg.call(p, (ids,))
         widths.clear()
         seg.backward_columns(segments.columns(blocks), p, [0])  # the same values concatenated: every segment
-        assert widths == [4, 4, 4, 4]  # (the prompt segment yields no value: its top layer is never run back)
+        assert widths == [8, 8, 8]  # (the prompt segment yields no value: its top layer is never run back)
     finally:
         hook.remove()
 

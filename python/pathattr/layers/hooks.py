@@ -86,17 +86,38 @@ def intercept(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], to_i
             reset.remove()
 
 
+class _Captured(Exception):
+    """Raised by activations' hook once it holds the layer's activations."""
+
+
+class _UntilLayer(nn.Module):
+    """model(*inputs) stopped where activations' hook raises _Captured: what comes after the
+    layer is never needed for its activations (for an embedding layer: the whole model)."""
+
+    def __init__(self, model: Callable):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Any):
+        try:
+            self.model(*inputs)
+        except _Captured:
+            pass
+
+
 def activations(model: Callable, layer: nn.Module, inputs: torch.Tensor, args: Tuple[Any, ...] = (),
                 to_input: bool = False, runner: Optional[ModelRunner] = None) -> torch.Tensor:
     """The layer's output (or input) for `inputs`, detached, forward only through the
-    model runner (`runner`, or a plain one for `model`), in its chunks."""
-    runner = runner if runner is not None else ModelRunner(model)
+    model runner (`runner`'s settings, or a plain one), in its chunks, each forward stopped
+    once the layer has run."""
+    settings = (runner.autocast, runner.internal_batch_size, runner.probe_batch_size) if runner is not None else ()
+    runner = ModelRunner(_UntilLayer(model), *settings)
     B = inputs.shape[0]
     seen: List[torch.Tensor] = []
 
     def keep(h):
         seen.append(h.detach())
-        return h
+        raise _Captured
 
     def make(s, n):
         calls[0] = 0  # counted per forward (the model may be a plain function: no pre-hook)

@@ -21,8 +21,15 @@ on this project's shared machine; a forward plus 16 backward passes, in ms):
     GPT-2, 2 layers     696          479        443   427   442
     Llama, 2 layers     544          396        381   351   349
     GPT-2, 6 layers    2011         1991       1715  1643  1635
-Segments of 4 to 8 are best there (each segment costs a model call's overheads);
-SEGMENT_MAX bounds the positions a backward may run past its own.
+Segments of 4 to 8 positions are best there (each segment costs a model call's
+overheads, which weigh more in smaller models). In the whole call (hidden 64 / 128,
+P=32, T=16, 50 points), 2 / 3 / 4 / 8 / 16 segments took: Llama h64 179 / 181 / 191 /
+226 / 260 ms, GPT-2 h64 213 / 208 / 212 / 242 / 281, Llama h128 418 / 419 / 422 / 467 /
+479, GPT-2 h128 502 / 490 / 498 / 506 / 598; so 8 positions each, at least 2 segments
+(a larger model's compute favours more: each backward then runs fewer positions). Memory: each segment's attention keeps the keys and values of every position
+before it for the backward, so S segments keep about S/2 times the single forward's keys
+and values (a small part of what a forward keeps; the MLPs' activations dominate): S is
+at most SEGMENTS_MAX.
 """
 from __future__ import annotations
 
@@ -36,8 +43,9 @@ from torch import nn
 from ..layers.hooks import intercept
 from .tasks import logits_of
 
-SEGMENT_MAX = 8  # positions per segment: the most a backward runs past its own position
-SEGMENTS_MIN = 4  # short continuations still get this many segments (T=16: 4 segments of 4)
+SEGMENT_SIZE = 8  # positions per segment, for T from 16 to 64
+SEGMENTS_MIN = 2  # short continuations still get this many (T=5: 3 and 2)
+SEGMENTS_MAX = 8  # long ones at most this many (T=256: 8 of 32), for memory (above)
 
 Columns = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -59,8 +67,10 @@ def cache_keyword(model: nn.Module) -> Optional[str]:
 
 def bounds(first: int, T: int) -> list:
     """Segment ends over the T target positions first .. first+T-1 (the prompt before them
-    is one segment of its own): T/SEGMENTS_MIN positions each, at most SEGMENT_MAX."""
-    size = max(1, min(SEGMENT_MAX, math.ceil(T / SEGMENTS_MIN)))
+    is one segment of its own): SEGMENTS_MIN to SEGMENTS_MAX segments of equal size (the last
+    the rest), SEGMENT_SIZE positions where that count allows."""
+    count = min(SEGMENTS_MAX, max(SEGMENTS_MIN, math.ceil(T / SEGMENT_SIZE)))
+    size = max(1, math.ceil(T / count))
     return [min(first + T, a + size) for a in range(first, first + T, size)]
 
 
