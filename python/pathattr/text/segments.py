@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -141,7 +141,3 @@ def agrees(seg: torch.Tensor, one: torch.Tensor) -> bool:
     tol = min(1e3 * eps, 0.05) * (1.0 + float(one.abs().max()))
     return float((seg - one).abs().max()) <= tol
 
-
-def blocks_of(out: Columns) -> Sequence[torch.Tensor]:
-    """The column blocks of a call's output (one block: a plain (rows, T) tensor)."""
-    return list(out) if isinstance(out, (tuple, list)) else [out]
