@@ -158,3 +158,21 @@ def test_a_chunk_runs_only_the_positions_its_asked_tokens_see(segmented, seed, m
             assert_close(g, g1[cols], rtol=1e-9, atol=1e-12, what=f"gradients, cols {cols}")
     finally:
         hook.remove()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_segments_on_the_gpu_equal_the_single_forward(dtype, seed, monkeypatch):
+    from pathattr.text import teacher_forced
+
+    model = tm.llama(seed=seed, hidden=64).to("cuda", dtype)
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.randint(5, tm.VOCAB, (20,), generator=gen).cuda()
+    c = torch.randint(5, tm.VOCAB, (16,), generator=gen).cuda()
+    seg = pt.attribute_generation(model, p, continuation=c, baseline=1, n_steps=16)
+    monkeypatch.setattr(teacher_forced, "cache_keyword", lambda m: None)
+    one = pt.attribute_generation(model, p, continuation=c, baseline=1, n_steps=16)
+    assert seg.settings["segments"] > 1 and one.settings["segments"] == 1
+    scale = one.matrix.float().abs().max()
+    err = (seg.matrix.float() - one.matrix.float()).abs().max() / scale
+    assert err <= (1e-4 if dtype == torch.float32 else 3e-2), f"segments vs one forward on the GPU: {err:.2e}"
