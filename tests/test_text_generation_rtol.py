@@ -168,3 +168,16 @@ def test_batched_backward_of_a_subset_of_columns_agrees(seed, monkeypatch):
     batched = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-3, min_steps=17)
     assert torch.equal(batched.n_evaluations, looped.n_evaluations)
     assert_close(batched.matrix, looped.matrix, rtol=1e-9, atol=1e-11, what="batched vs looped column backward")
+
+
+def test_a_deadline_stops_refining_after_the_first_round(seed):
+    import time
+
+    model, p, c = _case(tm.gpt2, seed)
+    late = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-7, min_steps=17,
+                                   deadline=time.monotonic())
+    assert late.rounds == 1 and (late.n_evaluations == 17).all() and not late.converged.any()
+    free = pt.attribute_generation(model, p, continuation=c, baseline=UNK, rtol=1e-7, min_steps=17, max_steps=65)
+    assert free.rounds > 1
+    with pytest.raises(TypeError, match="deadline"):
+        pt.attribute_generation(model, p, continuation=c, rtol=0.01, deadline="soon")

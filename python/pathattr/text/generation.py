@@ -24,6 +24,7 @@ from torch import nn
 from .. import methods
 from ..engine import schedule as schedules
 from ..engine.checks import check_bool, check_choice, check_positive_int, check_tolerance
+from ..engine.deadline import resolve_deadline
 from ..engine.runner import ModelRunner, outside_inference_mode
 from ..layers.hooks import activations
 from ..methods.common import completeness_gap
@@ -123,7 +124,7 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
                          rule: str = "gausslegendre", internal_batch_size: Optional[int] = None,
                          return_embeddings: bool = False, rtol: Optional[float] = None,
                          min_steps: Optional[int] = None, max_steps: Optional[int] = None,
-                         **method_kwargs) -> GenerationAttribution:
+                         deadline: Optional[float] = None, **method_kwargs) -> GenerationAttribution:
     """Attribute each token of a continuation to every earlier token of prompt + continuation.
 
     Args:
@@ -154,6 +155,8 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
             The rows' samples are nested on one grid, so rows that refine the same interval
             share its forwards: a chunk of distinct path points costs one forward and one
             backward per row that asked for one of them.
+        deadline: with rtol, a `time.monotonic()` value after which no row is refined further
+            (each keeps what it reached; `converged` says which did); unused without rtol.
         **method_kwargs: none are read (each raises TypeError naming it).
     Returns: GenerationAttribution, with per row `n_evaluations` (gradient evaluations),
         `error_estimate` (relative; without rtol the completeness gap |delta| / |F(x) - F(x')|)
@@ -184,6 +187,7 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     check_bool(keep_special_tokens, "keep_special_tokens")
     check_bool(return_embeddings, "return_embeddings")
     ibs = check_positive_int(internal_batch_size, "internal_batch_size", allow_none=True)
+    deadline = resolve_deadline(deadline)  # TypeError naming it
     check_baseline_arg(baseline)
     if baseline == "pad" and tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
         raise ValueError("baseline='pad': the tokenizer has no pad token; pass baseline='unk', 'eos', 'zeros', an "
@@ -239,7 +243,7 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     # row k sees positions < P + k only (causal); the rest is zeroed exactly
     seen = torch.arange(N - 1, device=h_x.device).view(1, -1) < (P + torch.arange(T, device=h_x.device)).view(-1, 1)
     if tol:
-        ref = integrate_to_tolerance(forced, h_x, h_b, x_in, seen, tol, acc_dtype)
+        ref = integrate_to_tolerance(forced, h_x, h_b, x_in, seen, tol, acc_dtype, deadline)
         attr, details = ref.attr, dict(n_evaluations=ref.n_evaluations, error_estimate=ref.error_estimate,
                                        converged=ref.converged, n_forward=ref.n_forward, n_backward=ref.n_backward,
                                        rounds=ref.rounds, alphas=ref.alphas, weights=ref.weights)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -41,11 +42,13 @@ class Refined:
 
 
 def integrate_to_tolerance(forced: TeacherForced, h_x: torch.Tensor, h_b: torch.Tensor, x_in: torch.Tensor,
-                           seen: torch.Tensor, tol: dict, acc_dtype: torch.dtype) -> Refined:
+                           seen: torch.Tensor, tol: dict, acc_dtype: torch.dtype,
+                           deadline: Optional[float] = None) -> Refined:
     """Row k = IG of F_k to rtol: sum over k's samples of w * dF_k/dh(h_b + a (h_x - h_b)) * (h_x - h_b).
 
     h_x, h_b: (1, N-1, E) the path's ends; x_in: (1, N-1) the ids fed beside it;
-    seen: (T, N-1) bool, positions target k can see (row k is zero elsewhere)."""
+    seen: (T, N-1) bool, positions target k can see (row k is zero elsewhere);
+    deadline: a time.monotonic() value after which no round starts (engine/tolerance.py)."""
     T = seen.shape[0]
     dev = h_x.device
     diff = h_x - h_b
@@ -92,7 +95,7 @@ def integrate_to_tolerance(forced: TeacherForced, h_x: torch.Tensor, h_b: torch.
 
     targets = SimpleNamespace(size=T, x=h_x, acc_dtype=acc_dtype)  # all integrate reads of a batch with evaluate=
     ti = tolerance.integrate(None, targets, scaled=False, rtol=tol["rtol"], min_steps=tol["min_steps"],
-                             max_steps=tol["max_steps"], evaluate=evaluate, completeness=True)
+                             max_steps=tol["max_steps"], evaluate=evaluate, completeness=True, deadline=deadline)
     return Refined(attr=ti.attr.view(fold_k.shape), n_evaluations=ti.n_evaluations, error_estimate=ti.error_estimate,
                    converged=ti.converged, n_forward=count["forward"], n_backward=count["backward"], rounds=ti.rounds,
                    alphas=ti.alphas, weights=ti.weights)
