@@ -44,3 +44,26 @@ def test_padding_is_far_below_padding_to_the_longest_text(seed):
     b = pt.length_buckets(lengths, max_batch=32)
     padded = sum(len(g) * max(lengths[i] for i in g) for g in b)
     assert padded < 1.1 * sum(lengths) < 0.7 * len(lengths) * max(lengths)
+
+
+@pytest.mark.parametrize("max_padding", [0.0, 0.05, 0.3])
+def test_max_padding_bounds_each_buckets_padding(max_padding, seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 40) for _ in range(200)]
+    buckets = pt.length_buckets(lengths, max_batch=16, max_padding=max_padding)
+    _check(lengths, buckets, 16, None)
+    for b in buckets:
+        own = sum(lengths[i] for i in b)
+        assert len(b) * max(lengths[i] for i in b) <= (1 + max_padding) * own + 1e-9
+    if max_padding == 0.0:  # one length per bucket, and every bucket of a length full but its last
+        assert all(len({lengths[i] for i in b}) == 1 for b in buckets)
+        for n in set(lengths):
+            sizes = [len(b) for b in buckets if lengths[b[0]] == n]
+            assert sizes == [16] * (len(sizes) - 1) + [sizes[-1]]
+    assert pt.length_buckets([12, 12, 13, 60, 61, 62, 80], max_padding=0.05) == [[0, 1], [2], [3, 4, 5], [6]]
+
+
+@pytest.mark.parametrize("bad,err", [(-0.1, ValueError), (float("nan"), TypeError), ("0", TypeError), (True, TypeError)])
+def test_max_padding_is_checked(bad, err):
+    with pytest.raises(err, match="max_padding"):
+        pt.length_buckets([3, 4], max_padding=bad)

@@ -189,3 +189,29 @@ def test_text_rows_and_load_pretrained(tok, seed, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install pathattr\[text\]"):
         pt.load_pretrained(str(tmp_path))
+
+
+def test_max_padding_changes_the_buckets_not_the_numbers(tok, seed, monkeypatch):
+    import pathattr.text.tokens as tokens_mod
+
+    model = tm.bert_classifier(seed=seed)
+    texts = tm.random_texts(12, lo=2, hi=9, seed=seed)
+    seen = []
+    real = tokens_mod.length_buckets
+
+    def spy(sizes, **kw):
+        out = real(sizes, **kw)
+        seen.append((kw["max_padding"], out, sizes))
+        return out
+
+    monkeypatch.setattr(tokens_mod, "length_buckets", spy)
+    auto = pt.attribute_tokens(model, texts, tokenizer=tok, target=1, n_steps=STEPS)  # CPU: one length per bucket
+    free = pt.attribute_tokens(model, texts, tokenizer=tok, target=1, n_steps=STEPS, max_padding=None)
+    (mp_auto, b_auto, sizes), (mp_free, b_free, _) = seen
+    assert mp_auto == 0.0 and mp_free is None and auto.settings["max_padding"] == "auto"
+    assert all(len({sizes[i] for i in b}) == 1 for b in b_auto) and len(b_auto) > len(b_free)
+    assert_close(auto.scores, free.scores, rtol=1e-9, atol=1e-12, what="buckets of one length vs padded buckets")
+    with pytest.raises(ValueError, match="max_padding"):
+        pt.attribute_tokens(model, texts, tokenizer=tok, max_padding=-1)
+    with pytest.raises(TypeError, match="max_padding"):
+        pt.attribute_tokens(model, texts, tokenizer=tok, max_padding="none")

@@ -265,7 +265,8 @@ def test_attribute_tokens_reports_per_text_details_in_the_users_order(hf):
 
     model, tok = hf
     t = texts(7, seed=11)
-    res = pt.attribute_tokens(model, t, tokenizer=tok, rtol=RTOL, batch_size=3, return_details=True)
+    res = pt.attribute_tokens(model, t, tokenizer=tok, rtol=RTOL, batch_size=3, max_padding=None,
+                              return_details=True)  # buckets of 3 mixed lengths
     assert len(res.buckets) == 3
     for rows, d in zip(res.buckets, res.details):  # each bucket's engine result, put back in order
         for key in ("n_evaluations", "error_estimate", "converged"):

@@ -22,7 +22,7 @@ from ..engine.runner import ModelRunner, outside_inference_mode
 from ..layers.hooks import activations
 from ..layers.layer import _check_layer_call, run_on_activations
 from .baselines import baseline_ids, check_baseline_arg, pinned
-from .buckets import length_buckets
+from .buckets import AUTO_MAX_PADDING, check_padding, length_buckets
 from .inputs import Padded, Rows, check_ids, encode, input_embeddings, pad_rows, vocab_size
 from .results import TokenAttribution
 from .targets import resolve_position, resolve_target
@@ -83,15 +83,17 @@ def _fit_references(references: Any, length: int, pad_id: int, tokenizer, vocab)
 
 
 def _groups(enc, tokenizer, model, task, target, position, baseline, references, keep_special, batch_size,
-            max_tokens, vocab, pad_id) -> List[_Group]:
+            max_tokens, max_padding, vocab, pad_id) -> List[_Group]:
     """Split into model batches and check every text's position, target and baseline."""
     if isinstance(enc, Padded):
         padded = [(list(range(enc.ids.shape[0])), enc)]
     else:
         sizes = [r.numel() for r in enc.ids]
         # a reference set is pinned per text (its specials), so references run one text at a time
+        if max_padding == "auto":
+            max_padding = AUTO_MAX_PADDING.get(enc.ids[0].device.type) if len(sizes) else None
         groups = [[i] for i in range(len(sizes))] if references is not None else \
-            length_buckets(sizes, max_batch=batch_size, max_tokens=max_tokens)
+            length_buckets(sizes, max_batch=batch_size, max_tokens=max_tokens, max_padding=max_padding)
         padded = [(g, pad_rows([enc.ids[i] for i in g], pad_id,
                                None if enc.token_types is None else [enc.token_types[i] for i in g])) for g in groups]
     B = sum(len(g) for g, _ in padded)
@@ -132,7 +134,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
                      method: str = "ig", baseline: Any = "pad", references: Any = None,
                      keep_special_tokens: bool = True, n_steps: int = 50, rule: str = "gausslegendre",
                      output: str = "logit", internal_batch_size: Optional[int] = None,
-                     batch_size: int = 32, max_tokens: Optional[int] = None, return_embeddings: bool = False,
+                     batch_size: int = 32, max_tokens: Optional[int] = None, max_padding: Any = "auto",
+                     return_embeddings: bool = False,
                      return_convergence_delta: bool = True, return_details: bool = False,
                      deadline: Optional[float] = None, **method_kwargs) -> TokenAttribution:
     """Attribute a Hugging Face model's prediction to its input tokens.
@@ -167,6 +170,9 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         output: "logit", "log_softmax" or "softmax" of the explained class.
         internal_batch_size: path points per model call (None: the engine's budget).
         batch_size, max_tokens: the length buckets for ragged inputs.
+        max_padding: a bucket's padded tokens at most (1 + max_padding) times its texts' own
+            (length_buckets); "auto": 0 on CPU (only texts of one length share a bucket:
+            measured fastest, text/buckets.py), no limit elsewhere; None: no limit.
         return_embeddings: also the full (B, L, E) embedding attributions.
         return_convergence_delta: compute delta (two extra forwards per text).
         return_details: keep the engine's AttributionResult per bucket.
@@ -193,6 +199,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
         check_bool(flag, name)
     check_positive_int(batch_size, "batch_size")
     check_positive_int(max_tokens, "max_tokens", allow_none=True)
+    if not (isinstance(max_padding, str) and max_padding == "auto"):
+        max_padding = check_padding(max_padding, "max_padding")
     if deadline is not None:
         deadline = resolve_deadline(deadline)  # TypeError / ValueError naming it
     if m.NAME == "expected_gradients" and references is None:
@@ -212,7 +220,7 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
     pad_id = _pad_id(tokenizer, model)
     enc = encode(inputs, tokenizer, vocab)
     groups = _groups(enc, tokenizer, model, task, target, position, baseline, references, keep_special_tokens,
-                     batch_size, max_tokens, vocab, pad_id)
+                     batch_size, max_tokens, max_padding, vocab, pad_id)
     fwd = TextForward(model, task)
     engine_settings = dict(output=output, internal_batch_size=internal_batch_size)
     want_delta = return_convergence_delta
@@ -255,7 +263,8 @@ def attribute_tokens(model, inputs, *, tokenizer=None, target=None, position=Non
     tokens = None
     if tokenizer is not None and callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
         tokens = [tokenizer.convert_ids_to_tokens(res.ids[i][res.mask[i].bool()].tolist()) for i in range(B)]
-    shown = dict(settings, batch_size=batch_size, max_tokens=max_tokens, keep_special_tokens=keep_special_tokens,
+    shown = dict(settings, batch_size=batch_size, max_tokens=max_tokens, max_padding=max_padding,
+                 keep_special_tokens=keep_special_tokens,
                  baseline=baseline if isinstance(baseline, (str, int)) else "ids",
                  references=None if references is None else len(references))
     return TokenAttribution(
