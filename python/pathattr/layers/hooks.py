@@ -110,8 +110,10 @@ def activations(model: Callable, layer: nn.Module, inputs: torch.Tensor, args: T
     """The layer's output (or input) for `inputs`, detached, forward only through the
     model runner (`runner`'s settings, or a plain one), in its chunks, each forward stopped
     once the layer has run."""
-    settings = (runner.autocast, runner.internal_batch_size, runner.probe_batch_size) if runner is not None else ()
+    given = runner
+    settings = (given.autocast, given.internal_batch_size, given.probe_batch_size) if given is not None else ()
     runner = ModelRunner(_UntilLayer(model), *settings)
+    runner.oom_rows = given.oom_rows if given is not None else 0  # a chunk cap it learnt holds here too
     B = inputs.shape[0]
     seen: List[torch.Tensor] = []
 

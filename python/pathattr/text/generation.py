@@ -232,14 +232,14 @@ def attribute_generation(model, prompt, *, tokenizer=None, continuation=None, ma
     else:
         h_b = activations(values, layer, base_ids[:-1].view(1, -1), (), False, ends)
     forced = TeacherForced(model, layer, P, c_ids, output, ibs)
-    path = forced.runner
+    ends_h, ends_in = torch.cat([h_x, h_b]), x_in.expand(2, -1)
     with torch.no_grad():
-        f = path.call(torch.cat([h_x, h_b]), (x_in.expand(2, -1),))
+        f = forced.runner.call(ends_h, (ends_in,))
     if not bool(torch.isfinite(f).all()):
         raise FloatingPointError("the model's values of the continuation at the prompt (or its baseline) are not "
                                  "finite (NaN/Inf)")
     acc_dtype = torch.float64 if h_x.dtype == torch.float64 else torch.float32
-    n_calls = forced.check_segments(torch.cat([h_x, h_b]), x_in.expand(2, -1), f)
+    n_calls = forced.check_segments(ends_h, ends_in, f)
     # row k sees positions < P + k only (causal); the rest is zeroed exactly
     seen = torch.arange(N - 1, device=h_x.device).view(1, -1) < (P + torch.arange(T, device=h_x.device)).view(-1, 1)
     if tol:

@@ -26,10 +26,12 @@ overheads, which weigh more in smaller models). In the whole call (hidden 64 / 1
 P=32, T=16, 50 points), 2 / 3 / 4 / 8 / 16 segments took: Llama h64 179 / 181 / 191 /
 226 / 260 ms, GPT-2 h64 213 / 208 / 212 / 242 / 281, Llama h128 418 / 419 / 422 / 467 /
 479, GPT-2 h128 502 / 490 / 498 / 506 / 598; so 8 positions each, at least 2 segments
-(a larger model's compute favours more: each backward then runs fewer positions). Memory: each segment's attention keeps the keys and values of every position
-before it for the backward, so S segments keep about S/2 times the single forward's keys
-and values (a small part of what a forward keeps; the MLPs' activations dominate): S is
-at most SEGMENTS_MAX.
+(a larger model's compute favours more: each backward then runs fewer positions).
+
+Memory: each segment's attention keeps the keys and values of every position before it
+for the backward, so S segments keep about S/2 times the single forward's keys and
+values (a small part of what a forward keeps; the MLPs' activations dominate): S is at
+most SEGMENTS_MAX.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import torch
 from torch import nn
 
 from ..layers.hooks import intercept
-from .tasks import logits_of
+from .tasks import logits_of, token_values
 
 SEGMENT_SIZE = 8  # positions per segment, for T from 16 to 64
 SEGMENTS_MIN = 2  # short continuations still get this many (T=5: 3 and 2)
@@ -114,12 +116,8 @@ class SegmentedValues(nn.Module):
                 raise ValueError("the input embeddings were not called in the model's forward pass")
             cache = _cache_of(out)
             if m:
-                logits = logits_of(out)[:, -m:]
-                if self.output == "log_prob":
-                    logits = torch.log_softmax(logits, -1)
                 t = b - m - self.first
-                tgt = self.cont[t:t + m].view(1, m, 1).expand(logits.shape[0], m, 1)
-                blocks.append(logits.gather(2, tgt).squeeze(2))
+                blocks.append(token_values(logits_of(out)[:, -m:], self.cont[t:t + m], self.output))
             a = b
         return tuple(blocks)
 
@@ -140,4 +138,3 @@ def agrees(seg: torch.Tensor, one: torch.Tensor) -> bool:
     eps = torch.finfo(one.dtype).eps
     tol = min(1e3 * eps, 0.05) * (1.0 + float(one.abs().max()))
     return float((seg - one).abs().max()) <= tol
-

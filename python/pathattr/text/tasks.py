@@ -51,6 +51,15 @@ def logits_of(out: Any) -> torch.Tensor:
     return logits
 
 
+def token_values(logits: torch.Tensor, tokens: torch.Tensor, output: str) -> torch.Tensor:
+    """logits (rows, m, V) at m positions, tokens (m,): each position's value of its token,
+    (rows, m): its log-probability (output="log_prob") or its logit ("logit")."""
+    if output == "log_prob":
+        logits = torch.log_softmax(logits, -1)
+    m = tokens.numel()
+    return logits.gather(2, tokens.view(1, m, 1).expand(logits.shape[0], m, 1)).squeeze(2)
+
+
 def fast_forward_kwargs(model: nn.Module, keep: Optional[int] = None) -> dict:
     """Keywords that skip work an attribution never reads, where the model's forward takes them:
     use_cache=False (no key/value cache is built, then thrown away) and logits_to_keep=keep

@@ -20,7 +20,7 @@ from torch import nn
 from ..engine.runner import ModelRunner
 from ..layers.hooks import LayerReplaced
 from .segments import SegmentedValues, agrees, cache_keyword, columns
-from .tasks import fast_forward_kwargs, logits_of
+from .tasks import fast_forward_kwargs, logits_of, token_values
 
 # Tokens sharing a forward from which segments pay. Measured with rtol=0.01 (whose first round
 # asks all T=16 tokens, later chunks 1-3), tiny GPT-2 / Llama, hidden 64 and 128, P=32, one
@@ -45,10 +45,7 @@ class Values(nn.Module):
         T = self.cont.numel()
         # positions P-1 .. N-2 predict the continuation: the last T of the N-1 inputs
         logits = logits_of(self.model(input_ids=input_ids, **self.kw))[:, -T:]  # (rows, T, V)
-        if self.output == "log_prob":
-            logits = torch.log_softmax(logits, -1)
-        n = logits.shape[0]
-        return logits.gather(2, self.cont.view(1, T, 1).expand(n, T, 1)).squeeze(2)
+        return token_values(logits, self.cont, self.output)
 
 
 class TeacherForced:
